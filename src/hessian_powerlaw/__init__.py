@@ -1,0 +1,41 @@
+"""hessian-powerlaw: certified top Hessian eigenvalues of PyTorch models and the power-law
+spectral method (Tang et al., ICML 2025).
+
+The public names are imported lazily so that ``import hessian_powerlaw`` and the command
+line start fast; ``from hessian_powerlaw import top_eigenpairs`` works as usual.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "HessianOperator": "hessian_powerlaw.operators",
+    "top_eigenpairs": "hessian_powerlaw.solvers",
+    "dense_eigenpairs": "hessian_powerlaw.solvers",
+    "hutchinson_trace": "hessian_powerlaw.solvers",
+    "spectral_density": "hessian_powerlaw.solvers",
+    "Spectrum": "hessian_powerlaw.solvers",
+    "fit_power_law": "hessian_powerlaw.powerlaw",
+    "PowerLawFit": "hessian_powerlaw.powerlaw",
+    "UserInputError": "hessian_powerlaw.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hessian_powerlaw' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
