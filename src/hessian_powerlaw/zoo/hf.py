@@ -1,0 +1,187 @@
+"""``hf:PATH``: Hugging Face causal language models and tokenizers from a local folder.
+
+Loading is offline (``local_files_only=True``) and never runs code shipped with a model
+(``trust_remote_code`` is never set). Attention is forced to the ``"eager"`` implementation:
+plain matmuls and a softmax, which autograd can differentiate twice. Fused kernels (SDPA,
+FlashAttention) may lack double backward, and a Hessian-vector product needs it.
+
+``transformers`` is an optional dependency (the ``[llm]`` extra); every entry point here
+raises one clear :class:`UserInputError` naming the extra when it is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from hessian_powerlaw.errors import UserInputError
+
+LLM_EXTRA_HINT = "pip install 'hessian-powerlaw[llm]'"
+
+
+def require_transformers() -> ModuleType:
+    """Import ``transformers`` or say how to install it."""
+    try:
+        import transformers
+    except ImportError:
+        raise UserInputError(
+            "hf:PATH models and tokenizers need the optional package 'transformers'; "
+            f"install it with: {LLM_EXTRA_HINT}"
+        ) from None
+    return transformers
+
+
+def hf_folder(spec_or_path: str | Path) -> Path:
+    """``"hf:DIR"`` or ``DIR`` -> the folder, checked to hold a Hugging Face ``config.json``."""
+    text = str(spec_or_path)
+    path = Path(text[3:] if text.startswith("hf:") else text).expanduser()
+    if not path.is_dir():
+        raise UserInputError(
+            f"hf:PATH model folder {str(path)!r} does not exist; give a local folder written "
+            "by save_pretrained (nothing is downloaded)"
+        )
+    if not (path / "config.json").is_file():
+        raise UserInputError(
+            f"folder {str(path)!r} is not a Hugging Face model: it has no config.json "
+            "(save one with model.save_pretrained(DIR))"
+        )
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def _quiet_transformers(transformers: ModuleType) -> Iterator[None]:
+    """No "Loading weights" bars from transformers: the tool shows its own progress."""
+    hf_logging = transformers.utils.logging
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(spec_or_path: str | Path) -> Any:
+    """The tokenizer saved in an ``hf:PATH`` folder (``AutoTokenizer``, offline)."""
+    path = hf_folder(spec_or_path)
+    transformers = require_transformers()
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(
+            f"cannot load a tokenizer from {str(path)!r}: {_first_line(exc)}; save one there "
+            "with tokenizer.save_pretrained(DIR)"
+        ) from None
+
+
+class HFCausalLM(nn.Module):
+    """A Hugging Face causal LM seen as ``forward(idx[B, T]) -> logits[B, T, V]``.
+
+    The wrapped model is the submodule ``model``, so parameter names keep their Hugging Face
+    form under one prefix: ``model.transformer.h.0.attn.c_attn.weight`` for GPT-2,
+    ``model.model.layers.0.self_attn.q_proj.weight`` for LLaMA-style models.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The LM head (possibly tied to the input embedding)."""
+        return self.model.get_output_embeddings()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=idx, use_cache=False).logits
+
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
+
+
+def _max_positions(config: Any) -> int | None:
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def context_length(spec_or_path: str | Path) -> int | None:
+    """The model's maximum sequence length from its ``config.json`` (no transformers needed);
+    None when the config does not say."""
+    path = hf_folder(spec_or_path)
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"cannot read {str(path / 'config.json')!r}: {exc}") from None
+    for key in _CONTEXT_KEYS:
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
+def _check_against_data(model: HFCausalLM, data: Any, path: Path) -> None:
+    """The data's vocabulary and sequence length must fit the model."""
+    head = model.get_output_embeddings()
+    model_vocab = getattr(head, "out_features", None) or getattr(model.config, "vocab_size", None)
+    if model_vocab is not None and int(data.num_classes) > int(model_vocab):
+        raise UserInputError(
+            f"the data has {data.num_classes} token ids but the model in {str(path)!r} "
+            f"predicts only {model_vocab}; encode the data with this model's tokenizer "
+            f"(load it with model_spec='hf:{path}')"
+        )
+    seq_len = int(tuple(data.input_shape)[0])
+    limit = _max_positions(model.config)
+    if limit is not None and seq_len > limit:
+        raise UserInputError(
+            f"sequence length {seq_len} exceeds the {limit} positions of the model in "
+            f"{str(path)!r}; choose a sequence length of at most {limit}"
+        )
+
+
+def load_hf_model(spec_or_path: str | Path, data: Any = None) -> HFCausalLM:
+    """Load ``AutoModelForCausalLM`` from a local folder with eager attention.
+
+    ``data`` (a text bundle, optional) is checked against the model: its token ids must be
+    below the model's vocabulary size and its sequences no longer than the model's context.
+    Raises UserInputError when ``transformers`` is missing, the folder is not a Hugging Face
+    causal LM, or the model cannot run eager attention (and so cannot give second
+    derivatives).
+    """
+    path = hf_folder(spec_or_path)
+    transformers = require_transformers()
+    try:
+        with _quiet_transformers(transformers):
+            hf_model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(path), local_files_only=True, attn_implementation="eager"
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserInputError(
+            f"cannot load a causal language model from {str(path)!r}: {_first_line(exc)}"
+        ) from None
+    attention = getattr(hf_model.config, "_attn_implementation", "eager")
+    if attention != "eager":
+        raise UserInputError(
+            f"the model in {str(path)!r} runs attention with {attention!r}, which may have no "
+            "second derivatives; its Hessian cannot be computed reliably"
+        )
+    model = HFCausalLM(hf_model)
+    model.eval()
+    if data is not None:
+        _check_against_data(model, data, path)
+    return model
