@@ -1,0 +1,655 @@
+"""Linear operators for the solvers: the Hessian of a model's loss, and explicit matrices.
+
+An *operator* is anything with ``n``, ``dtype``, ``device`` and ``matmat(V[n, b]) -> [n, b]``
+(``matvec(v)`` is ``matmat(v[:, None])[:, 0]``); the solvers are duck-typed on these members,
+so a user's own operator plugs in the same way.
+
+``HessianOperator`` applies
+
+    H = d^2/dtheta^2  L(theta),     L(theta) = sum_b (m_b / M) * loss_b(theta),
+
+the Hessian of the sample-weighted mean loss over all batches, where ``m_b`` is the number of
+samples in batch ``b`` (the length of its first tensor), ``M = sum_b m_b``, and ``theta`` is the
+chosen parameters flattened in ``model.named_parameters()`` order. Each per-batch loss is
+assumed to be a mean over its samples, so ``L`` equals the loss on the concatenated data.
+
+Products are Hessian-vector products (Pearlmutter's trick), never an explicit matrix: for each
+data batch the gradient graph is built once and reused for all ``b`` columns of ``V``, either
+by ``torch.func.vmap`` over a forward-over-reverse ``jvp(grad)`` (one batched pass) or, for
+models that ``vmap`` cannot trace, by an autograd double backward with ``retain_graph``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hessian_powerlaw.errors import UserInputError
+
+__all__ = ["HessianOperator", "MatrixOperator", "OperatorBase"]
+
+_BACKENDS = ("auto", "vmap", "autograd")
+
+
+class OperatorBase:
+    """Shared members of the operators: ``matvec``, counters, ``to_scipy``.
+
+    Subclasses set ``n``, ``dtype``, ``device`` and implement ``_apply(V) -> H V`` on a
+    validated ``(n, b)`` tensor already in the operator's dtype and device.
+    """
+
+    n: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def __init__(self) -> None:
+        self.num_matvecs = 0  # columns multiplied so far
+        self.seconds = 0.0  # wall time spent in products
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    def matmat(self, V: Tensor) -> Tensor:
+        """``H @ V`` for ``V`` of shape ``(n, b)``; the result has the operator's dtype."""
+        V = self._check_block(V)
+        start = time.perf_counter()
+        out = self._apply(V) if V.shape[1] > 0 else V.clone()
+        self.seconds += time.perf_counter() - start
+        self.num_matvecs += V.shape[1]
+        return out
+
+    def matvec(self, v: Tensor) -> Tensor:
+        """``H @ v`` for ``v`` of shape ``(n,)``."""
+        v = torch.as_tensor(v)
+        if v.ndim != 1:
+            raise UserInputError(
+                f"matvec expects a vector of shape ({self.n},), got {tuple(v.shape)}"
+            )
+        return self.matmat(v[:, None])[:, 0]
+
+    def __matmul__(self, other: Tensor) -> Tensor:
+        other = torch.as_tensor(other)
+        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
+
+    def to_scipy(self) -> Any:
+        """A ``scipy.sparse.linalg.LinearOperator`` that calls this operator (numpy in and out).
+
+        Its dtype is float64 (float32 for a float32 operator); inputs are cast to the
+        operator's dtype, so scipy solvers see exactly the products the solvers here see.
+        """
+        from scipy.sparse.linalg import LinearOperator
+
+        np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+
+        def _mm(X: np.ndarray) -> np.ndarray:
+            X = np.asarray(X)
+            X2 = X.reshape(self.n, -1)
+            T = torch.as_tensor(np.ascontiguousarray(X2), device=self.device).to(self.dtype)
+            Y = self.matmat(T).detach().cpu().numpy().astype(np_dtype, copy=False)
+            return Y.reshape(X.shape)
+
+        return LinearOperator(
+            shape=(self.n, self.n), matvec=_mm, matmat=_mm, rmatvec=_mm, rmatmat=_mm, dtype=np_dtype
+        )
+
+    def _check_block(self, V: Tensor) -> Tensor:
+        V = torch.as_tensor(V)
+        if V.ndim != 2 or V.shape[0] != self.n:
+            raise UserInputError(
+                f"matmat expects a block of shape ({self.n}, b), got {tuple(V.shape)}; "
+                "pass vectors as the columns of V"
+            )
+        return V.to(device=self.device, dtype=self.dtype)
+
+    def _apply(self, V: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class MatrixOperator(OperatorBase):
+    """An explicit symmetric matrix as an operator (tests, synthetic spectra, user matrices).
+
+    ``A`` is a torch tensor or anything ``numpy.asarray`` accepts. ``dtype`` defaults to
+    ``A``'s floating dtype (float64 for integer input). Symmetry is checked to
+    ``sqrt(eps) * max|A|`` and the matrix is then symmetrized exactly, ``(A + A^T) / 2``.
+    """
+
+    def __init__(
+        self,
+        A: Tensor | np.ndarray | Sequence[Sequence[float]],
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        super().__init__()
+        T = A if isinstance(A, Tensor) else torch.as_tensor(np.asarray(A))
+        T = T.detach()
+        if dtype is None:
+            dtype = T.dtype if T.is_floating_point() else torch.float64
+        _check_float_dtype(dtype)
+        T = T.to(device=device if device is not None else T.device, dtype=dtype)
+        if T.ndim != 2 or T.shape[0] != T.shape[1]:
+            raise UserInputError(
+                f"MatrixOperator needs a square matrix, got shape {tuple(T.shape)}"
+            )
+        if not bool(torch.isfinite(T).all()):
+            raise UserInputError("MatrixOperator: the matrix has NaN or infinite entries")
+        scale = float(T.abs().max()) if T.numel() else 0.0
+        asym = float((T - T.T).abs().max()) if T.numel() else 0.0
+        if asym > math.sqrt(torch.finfo(dtype).eps) * max(scale, 1e-300):
+            raise UserInputError(
+                f"MatrixOperator needs a symmetric matrix; max |A - A^T| = {asym:.3g} "
+                f"(max |A| = {scale:.3g}); pass (A + A.T) / 2"
+            )
+        self.matrix = (T + T.T) / 2
+        self.n = int(T.shape[0])
+        self.dtype = dtype
+        self.device = T.device
+
+    def _apply(self, V: Tensor) -> Tensor:
+        return self.matrix @ V
+
+    def __repr__(self) -> str:
+        return f"MatrixOperator(n={self.n}, dtype={self.dtype}, device={self.device})"
+
+
+# --------------------------------------------------------------------------------------------
+# HessianOperator
+# --------------------------------------------------------------------------------------------
+
+Batch = Any  # a tuple/list (x, y, ...), a dict, or a tensor
+
+
+class _LossModule(nn.Module):
+    """``forward(batch) -> scalar``: the user's model and loss as one module.
+
+    ``torch.func.functional_call`` on this wrapper substitutes the parameters of every
+    submodule, so a user callable ``loss(model, batch)`` that calls ``model(x)`` inside sees
+    the substituted (and dtype-cast) parameters as well.
+    """
+
+    def __init__(self, model: nn.Module, loss: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion_style = isinstance(loss, nn.Module)
+        if self.criterion_style:
+            self.criterion = loss
+        else:
+            self._callable = loss
+
+    def forward(self, batch: Batch) -> Tensor:
+        if self.criterion_style:
+            x, y = _split_xy(batch)
+            return self.criterion(self.model(x), y)
+        return self._callable(self.model, batch)
+
+
+def _split_xy(batch: Batch) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise UserInputError(
+        "a criterion loss (an nn.Module) needs (x, y) batches; got "
+        f"{type(batch).__name__}; for dict batches pass a callable loss(model, batch)"
+    )
+
+
+class HessianOperator(OperatorBase):
+    """The Hessian of a model's sample-weighted mean loss, as a linear operator.
+
+    Args:
+        model: any ``nn.Module``. It is never modified: the operator keeps detached copies of
+            its parameters and buffers in ``dtype`` (no copy when dtype and device already
+            match, so do not train the model while the operator is in use).
+        loss: an ``nn.Module`` criterion, called as ``loss(model(x), y)`` on ``(x, y)``
+            batches; or any other callable ``(model, batch) -> scalar tensor`` (dict batches,
+            language models). The per-batch loss must be a mean over the batch's samples.
+        batches: one batch (a tuple/list of tensors, a dict, or a tensor), a list of batches,
+            or a re-iterable such as a ``DataLoader``. It must give the same data every pass.
+            One-shot iterators (generators) are read once into a list.
+        params: ``None`` (all parameters with ``requires_grad``), a list of parameter tensors
+            of ``model``, or name patterns: a string or list of ``fnmatch`` globs such as
+            ``"fc2.*"``, where ``"last"`` means the parameters of the last module (in
+            ``model.modules()`` order) that owns parameters directly.
+        dtype: float64 (default, for correctness) or float32 (for speed).
+        device: where products run; default: the device of the model's first parameter.
+        backend: ``"auto"`` (vmap, falling back to autograd when vmap cannot trace the
+            model), ``"vmap"`` or ``"autograd"``.
+
+    Floating-point input tensors are cast to ``dtype``; integer ones (labels, token ids) are
+    only moved to ``device``. During products the model runs in eval mode; the mode of every
+    module is restored afterwards.
+
+    ``num_data_passes`` counts passes over all batches for any purpose (products, gradient,
+    loss); ``num_matvecs`` counts product columns.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Callable[..., Tensor],
+        batches: Any,
+        params: Any = None,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss):
+            raise UserInputError(
+                "loss must be an nn.Module criterion or a callable (model, batch) -> scalar"
+            )
+        if backend not in _BACKENDS:
+            raise UserInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        _check_float_dtype(dtype)
+        self.model = model
+        self.loss = loss
+        self.dtype = dtype
+        self.device = _resolve_device(model, device)
+        self.backend = backend
+        self.num_data_passes = 0
+        self._active_backend: str | None = None if backend == "auto" else backend
+        self._train_mode_seen: list[str] = []
+
+        self.param_names = _select_params(model, params)
+        named = dict(model.named_parameters())
+        selected = [named[name] for name in self.param_names]
+        self.param_shapes: list[torch.Size] = [p.shape for p in selected]
+        self._numels = [p.numel() for p in selected]
+        self.n = int(sum(self._numels))
+        self._theta = torch.cat(
+            [p.detach().reshape(-1).to(device=self.device, dtype=dtype) for p in selected]
+        )
+        self._wrapper = _LossModule(model, loss)
+        self._fixed = self._fixed_tensors()
+
+        self.batches = _normalize_batches(batches)
+        counts = [_batch_size(b) for b in self.batches]
+        self._local_counts = counts
+        total = self._all_reduce(torch.tensor(float(sum(counts)), dtype=torch.float64))
+        self.num_samples = int(round(float(total)))
+        if self.num_samples <= 0:
+            raise UserInputError("batches hold no samples; pass at least one non-empty batch")
+
+    # ---------------------------------------------------------------- set-up helpers
+
+    def _fixed_tensors(self) -> dict[str, Tensor]:
+        """Every non-selected parameter and buffer of the wrapper, detached, in the op dtype.
+
+        Casting them too makes the whole forward run in ``dtype``; integer buffers
+        (e.g. BatchNorm's step counter) keep their dtype.
+        """
+        selected = {f"model.{name}" for name in self.param_names}
+        fixed: dict[str, Tensor] = {}
+        tensors = list(self._wrapper.named_parameters()) + list(self._wrapper.named_buffers())
+        for name, t in tensors:
+            if name in selected:
+                continue
+            t = t.detach()
+            kwargs: dict[str, Any] = {"device": self.device}
+            if t.is_floating_point():
+                kwargs["dtype"] = self.dtype
+            fixed[name] = t.to(**kwargs)
+        return fixed
+
+    def _all_reduce(self, tensor: Tensor) -> Tensor:
+        """Sum ``tensor`` over processes (identity in a single process)."""
+        return tensor
+
+    # ---------------------------------------------------------------- the loss as a function
+
+    def _unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        pieces = torch.split(theta, self._numels)
+        return {
+            f"model.{name}": piece.view(shape)
+            for name, piece, shape in zip(self.param_names, pieces, self.param_shapes)
+        }
+
+    def _loss_at(self, theta: Tensor, batch: Batch) -> Tensor:
+        """The loss of one batch as a function of the flat selected parameters."""
+        tensors = dict(self._fixed)
+        tensors.update(self._unflatten(theta))
+        out = torch.func.functional_call(self._wrapper, tensors, (batch,), strict=False)
+        if not isinstance(out, Tensor) or out.numel() != 1:
+            raise UserInputError(
+                "the loss must return a scalar tensor (a mean over the batch); got "
+                f"{type(out).__name__} with shape {tuple(getattr(out, 'shape', ()))}"
+            )
+        return out.reshape(())
+
+    def _iter_batches(self) -> Iterator[tuple[float, Batch]]:
+        """(weight m_b / M, batch moved to device and dtype) for this process's batches."""
+        for batch in self.batches:
+            weight = _batch_size(batch) / self.num_samples
+            yield weight, _to_device(batch, self.device, self.dtype)
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        modes = [(m, m.training) for m in self.model.modules()]
+        self.model.eval()
+        try:
+            yield
+        finally:
+            # a callable loss may switch modules to train mode; remember it for diagnostics
+            self._train_mode_seen = [name for name, m in self.model.named_modules() if m.training]
+            for m, mode in modes:
+                m.train(mode)
+
+    # ---------------------------------------------------------------- products
+
+    def _apply(self, V: Tensor) -> Tensor:
+        if self._active_backend is None:
+            try:
+                out = self._pass(V, "vmap")
+                self._active_backend = "vmap"
+                return out
+            except UserInputError:
+                raise
+            except Exception:  # vmap cannot trace this model: use double backward from now on
+                self._active_backend = "autograd"
+        return self._pass(V, self._active_backend)
+
+    def _pass(self, V: Tensor, backend: str) -> Tensor:
+        """One pass over the data: local weighted sum of per-batch HVPs, then all-reduce."""
+        hvp = self._hvp_vmap if backend == "vmap" else self._hvp_autograd
+        acc = torch.zeros_like(V)
+        with self._eval_mode():
+            for weight, batch in self._iter_batches():
+                acc.add_(hvp(V, batch), alpha=weight)
+        self.num_data_passes += 1
+        return self._all_reduce(acc)
+
+    def _hvp_vmap(self, V: Tensor, batch: Batch) -> Tensor:
+        """H_b V by vmap over forward-over-reverse: the primal pass is shared by all columns."""
+        theta = self._theta
+        grad_fn = torch.func.grad(lambda t: self._loss_at(t, batch))
+
+        def column(v: Tensor) -> Tensor:
+            return torch.func.jvp(grad_fn, (theta,), (v,))[1]
+
+        return torch.func.vmap(column, in_dims=1, out_dims=1, randomness="same")(V)
+
+    def _hvp_autograd(self, V: Tensor, batch: Batch) -> Tensor:
+        """H_b V by double backward: one gradient graph per batch, reused for every column."""
+        theta = self._theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = self._loss_at(theta, batch)
+            (grad,) = torch.autograd.grad(loss, theta, create_graph=True)
+            if not grad.requires_grad:  # the loss is linear in theta: H_b = 0
+                return torch.zeros_like(V)
+            cols = [
+                torch.autograd.grad(grad, theta, grad_outputs=V[:, j], retain_graph=True)[0]
+                for j in range(V.shape[1])
+            ]
+        return torch.stack(cols, dim=1).detach()
+
+    # ---------------------------------------------------------------- loss and gradient
+
+    def loss_and_gradient(self) -> tuple[float, Tensor]:
+        """The weighted mean loss ``L(theta)`` and its gradient (shape ``(n,)``), one pass."""
+        theta = self._theta.detach().requires_grad_(True)
+        loss_acc = torch.zeros((), dtype=self.dtype, device=self.device)
+        grad_acc = torch.zeros_like(self._theta)
+        with self._eval_mode(), torch.enable_grad():
+            for weight, batch in self._iter_batches():
+                loss = self._loss_at(theta, batch)
+                (grad,) = torch.autograd.grad(loss, theta, allow_unused=True)
+                loss_acc += weight * loss.detach()
+                if grad is not None:
+                    grad_acc.add_(grad, alpha=weight)
+        self.num_data_passes += 1
+        both = self._all_reduce(torch.cat([loss_acc.reshape(1), grad_acc]))
+        return float(both[0]), both[1:]
+
+    def gradient(self) -> Tensor:
+        """The gradient of the weighted mean loss with respect to the chosen parameters."""
+        return self.loss_and_gradient()[1]
+
+    def loss_value(self) -> float:
+        """The weighted mean loss over all batches (one forward pass, no gradient)."""
+        acc = torch.zeros((), dtype=self.dtype, device=self.device)
+        with self._eval_mode(), torch.no_grad():
+            for weight, batch in self._iter_batches():
+                acc += weight * self._loss_at(self._theta, batch)
+        self.num_data_passes += 1
+        return float(self._all_reduce(acc.reshape(1))[0])
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def check_deterministic(self, seed: int = 0, rtol: float | None = None) -> float:
+        """Apply H twice to one random vector; raise if the two results differ.
+
+        Returns the relative difference ``||H v - H v'|| / ||H v||``. The tolerance defaults
+        to ``sqrt(eps)`` of the dtype (1.5e-8 in float64), far above summation-order noise.
+        The error names the likely cause: dropout, BatchNorm, a shuffling DataLoader, or a
+        loss that switches the model to train mode.
+        """
+        if rtol is None:
+            rtol = math.sqrt(torch.finfo(self.dtype).eps)
+        gen = torch.Generator().manual_seed(seed)
+        v = torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
+        first = self.matvec(v)
+        second = self.matvec(v)
+        scale = float(torch.linalg.vector_norm(first))
+        diff = float(torch.linalg.vector_norm(first - second)) / max(scale, 1e-300)
+        if not math.isfinite(diff) or diff > rtol:
+            causes = self._nondeterminism_causes()
+            raise UserInputError(
+                f"Hessian-vector products are not reproducible (relative difference {diff:.3g} "
+                f"> {rtol:.3g}); likely cause: {'; '.join(causes)}"
+            )
+        return diff
+
+    def _nondeterminism_causes(self) -> list[str]:
+        causes: list[str] = []
+        dropout = [
+            name or type(m).__name__
+            for name, m in self.model.named_modules()
+            if isinstance(m, nn.modules.dropout._DropoutNd)
+        ]
+        if dropout:
+            causes.append(
+                f"dropout modules present ({_abbreviate(dropout)}) and active despite eval "
+                "mode; disable dropout (p=0) for the Hessian"
+            )
+        norms = [
+            name or type(m).__name__
+            for name, m in self.model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase)
+        ]
+        if norms:
+            causes.append(
+                f"BatchNorm modules ({_abbreviate(norms)}) in train mode use batch statistics; "
+                "keep them in eval mode"
+            )
+        if self._train_mode_seen:
+            causes.append(
+                "the loss switches modules to train mode "
+                f"({_abbreviate(self._train_mode_seen)}); do not call model.train() inside it"
+            )
+        sampler = getattr(self.batches, "sampler", None)
+        if sampler is not None and isinstance(sampler, torch.utils.data.RandomSampler):
+            causes.append("the DataLoader shuffles (shuffle=True); use shuffle=False")
+        elif getattr(self.batches, "dataset", None) is not None:
+            causes.append(
+                "the DataLoader may give different data each pass (random transforms, "
+                "drop_last with a random sampler); precompute a fixed list of batches"
+            )
+        if not causes:
+            causes.append(
+                "randomness in the forward pass or loss (e.g. functional dropout with "
+                "training=True, random augmentation); make the loss deterministic"
+            )
+        return causes
+
+    def __repr__(self) -> str:
+        return (
+            f"HessianOperator(n={self.n}, params={len(self.param_names)} tensors, "
+            f"num_samples={self.num_samples}, dtype={self.dtype}, device={self.device})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_float_dtype(dtype: Any) -> None:
+    if dtype not in (torch.float32, torch.float64):
+        raise UserInputError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise UserInputError(f"device {device!r} is not a valid torch device: {exc}") from None
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _abbreviate(names: Sequence[str], limit: int = 12) -> str:
+    """``a, b, c, ... (N more)`` so that error messages stay one readable line."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
+
+
+def _last_module_params(model: nn.Module) -> list[str]:
+    """Names of the parameters owned directly by the last module that owns any."""
+    last: list[str] = []
+    for mod_name, module in model.named_modules():
+        own = [name for name, p in module.named_parameters(recurse=False) if p.requires_grad]
+        if own:
+            prefix = f"{mod_name}." if mod_name else ""
+            last = [prefix + name for name in own]
+    return last
+
+
+def _select_params(model: nn.Module, params: Any) -> list[str]:
+    """Selected parameter names, in ``model.named_parameters()`` order, without duplicates."""
+    named = list(model.named_parameters())
+    available = [name for name, _ in named]
+    if params is None:
+        chosen = {name for name, p in named if p.requires_grad}
+        if not chosen:
+            raise UserInputError("the model has no trainable parameters (requires_grad=True)")
+    elif isinstance(params, str) or (
+        isinstance(params, Sequence) and params and all(isinstance(p, str) for p in params)
+    ):
+        chosen = _match_patterns(model, [params] if isinstance(params, str) else list(params))
+    elif isinstance(params, Iterable):
+        tensors = list(params)
+        if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+            raise UserInputError(
+                "params must be None, name patterns (e.g. 'fc2.*', 'last') or a non-empty "
+                "list of the model's parameter tensors"
+            )
+        by_id = {id(p): name for name, p in named}
+        missing = [i for i, t in enumerate(tensors) if id(t) not in by_id]
+        if missing:
+            raise UserInputError(
+                f"params[{missing[0]}] is not a parameter of the model; pass tensors from "
+                "model.parameters() or name patterns"
+            )
+        chosen = {by_id[id(t)] for t in tensors}
+    else:
+        raise UserInputError(
+            f"params must be None, a pattern string, or a list; got {type(params).__name__}"
+        )
+    return [name for name in available if name in chosen]
+
+
+def _match_patterns(model: nn.Module, patterns: list[str]) -> set[str]:
+    available = [name for name, _ in model.named_parameters()]
+    chosen: set[str] = set()
+    for pattern in patterns:
+        if pattern == "last":
+            hits = _last_module_params(model)
+        else:
+            hits = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            raise UserInputError(
+                f"params pattern {pattern!r} matches no parameter; available: "
+                f"{_abbreviate(available)} (globs like 'fc2.*' or 'last')"
+            )
+        chosen.update(hits)
+    return chosen
+
+
+def _is_single_batch(obj: Any) -> bool:
+    if isinstance(obj, (Tensor, Mapping)):
+        return True
+    return (
+        isinstance(obj, (tuple, list))
+        and len(obj) > 0
+        and all(isinstance(x, (Tensor, np.ndarray)) for x in obj)
+    )
+
+
+def _normalize_batches(batches: Any) -> Any:
+    """A re-iterable collection of batches: a list, or the user's DataLoader as is."""
+    if batches is None:
+        raise UserInputError("batches is None; pass a batch (x, y), a list of batches or a loader")
+    if _is_single_batch(batches):
+        return [batches]
+    if isinstance(batches, (list, tuple)):
+        if not batches:
+            raise UserInputError("batches is empty; pass at least one batch")
+        return list(batches)
+    if isinstance(batches, Iterator):  # a generator can be read only once: keep its batches
+        return list(batches)
+    if isinstance(batches, Iterable):
+        return batches
+    raise UserInputError(
+        f"batches must be a batch, a list of batches or a DataLoader; got {type(batches).__name__}"
+    )
+
+
+def _first_tensor(batch: Batch) -> Tensor | np.ndarray | None:
+    if isinstance(batch, (Tensor, np.ndarray)):
+        return batch
+    values = batch.values() if isinstance(batch, Mapping) else batch
+    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        for value in values:
+            found = _first_tensor(value)
+            if found is not None:
+                return found
+    return None
+
+
+def _batch_size(batch: Batch) -> int:
+    """The number of samples of a batch: the length of its first tensor."""
+    first = _first_tensor(batch)
+    if first is None or first.ndim == 0:
+        raise UserInputError(
+            f"cannot tell the number of samples of a batch of type {type(batch).__name__}; "
+            "its first tensor must have the samples along dimension 0"
+        )
+    return int(first.shape[0])
+
+
+def _to_device(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    """Move tensors to ``device``; floating ones are also cast to ``dtype``."""
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj)
+    if isinstance(obj, Tensor):
+        if obj.is_floating_point():
+            return obj.to(device=device, dtype=dtype)
+        return obj.to(device=device)
+    if isinstance(obj, Mapping):
+        return type(obj)({k: _to_device(v, device, dtype) for k, v in obj.items()})
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(_to_device(v, device, dtype) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_to_device(v, device, dtype) for v in obj)
+    return obj

@@ -1,0 +1,59 @@
+"""The result type of the eigensolvers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hessian_powerlaw._results import ResultMixin
+
+__all__ = ["Spectrum"]
+
+
+@dataclass(frozen=True)
+class Spectrum(ResultMixin):
+    """Eigenpairs of a symmetric operator, with a certificate for each.
+
+    Attributes:
+        eigenvalues: float64 numpy array, descending.
+        eigenvectors: ``(n, k)`` numpy array whose column ``i`` belongs to ``eigenvalues[i]``,
+            or None when not requested (never included in ``to_dict()``).
+        residuals: ``||H v_i - lambda_i v_i|| / |lambda_1|`` per pair, where ``lambda_1`` is the
+            eigenvalue of largest magnitude found (the relative residual of DESIGN.md).
+        converged: bool mask, ``residuals <= tol``; unconverged pairs are never hidden.
+        num_matvecs: operator columns applied by the solver.
+        num_data_passes: passes over the data (None when the operator has no data).
+        seconds: wall time of the solve.
+        tol: the requested residual tolerance.
+        which: ``"largest"``, ``"smallest"``, ``"both"`` or ``"all"`` (dense).
+        method: ``"block-lanczos"`` or ``"dense"``.
+        n: the operator's dimension.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray | None
+    residuals: np.ndarray
+    converged: np.ndarray
+    num_matvecs: int
+    num_data_passes: int | None
+    seconds: float
+    tol: float
+    which: str
+    method: str
+    n: int
+
+    _skip_in_dict = ("eigenvectors",)
+
+    @property
+    def k(self) -> int:
+        """The number of eigenpairs returned."""
+        return int(self.eigenvalues.shape[0])
+
+    @property
+    def all_converged(self) -> bool:
+        return bool(np.all(self.converged))
+
+    @property
+    def num_converged(self) -> int:
+        return int(np.count_nonzero(self.converged))
