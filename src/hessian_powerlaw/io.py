@@ -14,10 +14,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hessian_powerlaw._results import to_jsonable
 from hessian_powerlaw.errors import UserInputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def ensure_writable_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
@@ -109,3 +112,114 @@ def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
                 os.replace(item, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_eigenvalues(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a list of eigenvalues (a float64 numpy array, in file order) from ``path``.
+
+    Formats, chosen by extension:
+
+    - ``.npy``: a numeric array of one dimension (or a single row or column); loaded with
+      ``allow_pickle=False``, so a file never runs code.
+    - ``.txt``, ``.csv``, ``.tsv``, ``.dat``: one number per line. Blank lines and lines that
+      start with ``#`` are skipped, and so is a header: the first remaining line when it is
+      not a number (e.g. ``eigenvalue``). Any other line that is not one number is an error.
+    - ``.json``: a list of numbers, ``{"eigenvalues": [...]}``, or the tool's
+      ``spectrum.json``, ``{"spectrum": {"eigenvalues": [...]}}``. ``null`` entries (how the
+      tool writes non-finite values) become NaN, which the fit then reports by position.
+
+    Malformed files raise :class:`UserInputError` naming the file and what is wrong.
+    """
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserInputError(f"eigenvalue file {str(p)!r} does not exist")
+    suffix = p.suffix.lower()
+    readers = {".npy": _eigenvalues_from_npy, ".json": _eigenvalues_from_json}
+    readers.update(dict.fromkeys((".txt", ".csv", ".tsv", ".dat"), _eigenvalues_from_text))
+    reader = readers.get(suffix)
+    if reader is None:
+        raise UserInputError(
+            f"eigenvalue file {str(p)!r}: unknown extension {suffix or '(none)'!r}; use .npy, "
+            ".txt/.csv (one value per line) or .json"
+        )
+    values = np.asarray(reader(p), dtype=np.float64)
+    if values.size == 0:
+        raise UserInputError(f"eigenvalue file {str(p)!r} holds no values")
+    return values
+
+
+def _eigenvalues_from_npy(p: Path) -> np.ndarray:
+    import numpy as np
+
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserInputError(
+            f"eigenvalue file {str(p)!r} is not a readable .npy array: {exc}"
+        ) from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        kind = getattr(arr, "dtype", type(arr))
+        raise UserInputError(f"eigenvalue file {str(p)!r} holds {kind} data, not real numbers")
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.ravel()
+    if arr.ndim != 1:
+        raise UserInputError(
+            f"eigenvalue file {str(p)!r} holds an array of shape {arr.shape}; expected a 1-D list"
+        )
+    return arr
+
+
+def _eigenvalues_from_text(p: Path) -> list[float]:
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserInputError(f"eigenvalue file {str(p)!r} is not a UTF-8 text file") from None
+    values: list[float] = []
+    header_allowed = True
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            values.append(float(line))
+        except ValueError:
+            if header_allowed and not any(ch.isdigit() for ch in line):
+                header_allowed = False  # a column name such as "eigenvalue"
+                continue
+            raise UserInputError(
+                f"eigenvalue file {str(p)!r}, line {number}: expected one number per line, "
+                f"got {line[:40]!r}"
+            ) from None
+        header_allowed = False
+    return values
+
+
+def _eigenvalues_from_json(p: Path) -> list[float]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"eigenvalue file {str(p)!r} is not valid JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("spectrum"), dict):
+        data = data["spectrum"]
+    if isinstance(data, dict):
+        if "eigenvalues" not in data:
+            raise UserInputError(
+                f"eigenvalue file {str(p)!r}: no 'eigenvalues' list at the top level or under "
+                "'spectrum'"
+            )
+        data = data["eigenvalues"]
+    if not isinstance(data, list):
+        raise UserInputError(f"eigenvalue file {str(p)!r}: 'eigenvalues' must be a list of numbers")
+    values: list[float] = []
+    for i, item in enumerate(data):
+        if item is None:
+            values.append(float("nan"))
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            values.append(float(item))
+        else:
+            raise UserInputError(
+                f"eigenvalue file {str(p)!r}: entry {i} of 'eigenvalues' is {item!r}, not a number"
+            )
+    return values
