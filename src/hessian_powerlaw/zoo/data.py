@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.zoo import DATA_SPECS
 
 FASHION_MNIST_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
@@ -53,13 +54,6 @@ FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 IMAGE_SPECS = ("digits", "fashion-mnist", "mnist-idx", "cifar10")
 TEXT_SPECS = ("shakespeare", "text")
 
-DATA_SPECS = (
-    "digits[:N] (scikit-learn 8x8 digits, 1,437/360), "
-    "fashion-mnist[:N] (Debian package dataset-fashion-mnist or --data-dir), "
-    "mnist-idx:DIR[:N] (folder of the four MNIST IDX files), "
-    "cifar10:DIR[:N] (CIFAR-10 binary version), "
-    "shakespeare, text:FILE; ':N' keeps a stratified subset of N training examples"
-)
 
 # Sub-stream tags: each random choice of the data pipeline has its own stream, so that
 # turning one option on does not change the draws of another.

@@ -37,16 +37,7 @@ import torch
 from torch import nn
 
 from hessian_powerlaw.errors import UserInputError
-
-MODEL_SPECS = (
-    "lenet, fcn:DxW (D hidden ReLU layers of width W), linear-net:DxW (no activation), "
-    "resnet18[:M] (CIFAR-style, width multiplier M, e.g. 0.25), chargpt:LxD[:H] "
-    "(character GPT), hf:PATH (local Hugging Face causal LM), module:attr (your own "
-    "nn.Module factory, called with input_shape and num_classes if it takes them)"
-)
-
-_ZOO_NAMES = ("lenet", "fcn", "linear-net", "resnet18", "chargpt", "hf")
-
+from hessian_powerlaw.zoo import MODEL_SPECS
 
 # ---------------------------------------------------------------------------------------
 # LeNet
