@@ -16,7 +16,7 @@ from hessian_powerlaw import __version__
 from hessian_powerlaw.errors import UserInputError
 
 # sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("train", "fit")
 
 PROG = "hessian-powerlaw"
 
