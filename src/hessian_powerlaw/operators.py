@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hessian_powerlaw import distributed
 from hessian_powerlaw.errors import UserInputError
 
 __all__ = ["HessianOperator", "MatrixOperator", "OperatorBase"]
@@ -243,6 +244,7 @@ class HessianOperator(OperatorBase):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise UserInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = distributed.unwrap_model(model)  # DDP hooks do not reduce Hessian products
         if not callable(loss):
             raise UserInputError(
                 "loss must be an nn.Module criterion or a callable (model, batch) -> scalar"
@@ -271,7 +273,10 @@ class HessianOperator(OperatorBase):
         self._wrapper = _LossModule(model, loss)
         self._fixed = self._fixed_tensors()
 
-        self.batches = _normalize_batches(batches)
+        # under torch.distributed: check that ranks agree, keep batches rank, rank + W, ...
+        self.batches = distributed.shard_checked(
+            _normalize_batches(batches), self._theta, dtype=str(dtype)
+        )
         counts = [_batch_size(b) for b in self.batches]
         self._local_counts = counts
         total = self._all_reduce(torch.tensor(float(sum(counts)), dtype=torch.float64))
@@ -300,9 +305,13 @@ class HessianOperator(OperatorBase):
             fixed[name] = t.to(**kwargs)
         return fixed
 
-    def _all_reduce(self, tensor: Tensor) -> Tensor:
-        """Sum ``tensor`` over processes (identity in a single process)."""
-        return tensor
+    def _all_reduce(self, tensor: Tensor, identical: Tensor | None = None) -> Tensor:
+        """Sum ``tensor`` over processes (identity in a single process).
+
+        ``identical`` (the block V of a product) must be equal on every rank; it is checked
+        inside the same all-reduce (:func:`hessian_powerlaw.distributed.all_reduce_sum`).
+        """
+        return distributed.all_reduce_sum(tensor, identical=identical)
 
     # ---------------------------------------------------------------- the loss as a function
 
@@ -351,7 +360,7 @@ class HessianOperator(OperatorBase):
                 out = self._pass(V, "vmap")
                 self._active_backend = "vmap"
                 return out
-            except UserInputError:
+            except (UserInputError, distributed.DistributedError):
                 raise
             except Exception:  # vmap cannot trace this model: use double backward from now on
                 self._active_backend = "autograd"
@@ -365,7 +374,7 @@ class HessianOperator(OperatorBase):
             for weight, batch in self._iter_batches():
                 acc.add_(hvp(V, batch), alpha=weight)
         self.num_data_passes += 1
-        return self._all_reduce(acc)
+        return self._all_reduce(acc, identical=V)
 
     def _hvp_vmap(self, V: Tensor, batch: Batch) -> Tensor:
         """H_b V by vmap over forward-over-reverse: the primal pass is shared by all columns."""
