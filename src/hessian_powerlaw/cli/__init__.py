@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= os.environ.keys():
+            from hessian_powerlaw.distributed import run_cli  # under torchrun: one rank
+
+            return run_cli(args, PROG)
         return int(args.run(args) or 0)
     except UserInputError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
