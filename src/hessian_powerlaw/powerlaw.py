@@ -112,7 +112,7 @@ class RankRegression(ResultMixin):
     """Least-squares line through ``(log k, log lambda_k)``: ``lambda_k ~ lambda_1_fit * k^-s``.
 
     Descriptive only (the picture people draw): the points are ordered statistics, not
-    independent, so the confidence interval (a pairs bootstrap) is indicative, not a test.
+    independent, so the confidence interval (a residual bootstrap) is indicative, not a test.
     """
 
     k: int
@@ -500,8 +500,10 @@ def rank_regression(
 ) -> RankRegression:
     r"""Least-squares fit of :math:`\log\lambda_r = c - s \log r`, r = 1..k, with a bootstrap CI.
 
-    The confidence interval resamples the ``(r, lambda_r)`` pairs (``n_boot`` times, percentile
-    interval). Report it, do not test with it: use :func:`fit_power_law` for the test.
+    The ranks are a fixed design, so the confidence interval resamples the residuals of the
+    fitted line (``n_boot`` times, percentile interval). Report it, do not test with it: the
+    residuals of ordered eigenvalues are correlated, which no bootstrap of this kind sees; use
+    :func:`fit_power_law` for the test.
     """
     values = _as_values(eigenvalues)
     n_boot = _check_count("n_boot", n_boot, 10)
@@ -517,14 +519,13 @@ def rank_regression(
     r_squared = 1.0 - float(np.sum(residual**2) / total) if total > 0 else 1.0
 
     rng = np.random.default_rng(seed)
+    fitted = log_value - residual
     boot = np.empty(n_boot)
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // desc.size)
     for start in range(0, n_boot, rows_per_chunk):
         rows = min(rows_per_chunk, n_boot - start)
-        idx = rng.integers(0, desc.size, size=(rows, desc.size))
-        with np.errstate(invalid="ignore", divide="ignore"):  # all-same-rank resamples
-            boot[start : start + rows] = -_slopes(log_rank[idx], log_value[idx])
-    boot = boot[np.isfinite(boot)]
+        resampled = fitted + residual[rng.integers(0, desc.size, size=(rows, desc.size))]
+        boot[start : start + rows] = -_slopes(log_rank, resampled)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(boot, [tail, 1.0 - tail])
     return RankRegression(
