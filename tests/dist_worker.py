@@ -1,11 +1,11 @@
 """One rank of a data-parallel Hessian run, launched by tests/test_distributed.py via torchrun.
 
-    torchrun --standalone --nproc_per_node=2 tests/dist_worker.py --case mlp --out R.json
+    torchrun --standalone --nproc_per_node=2 tests/dist_worker.py --case mlp chargpt --out R.json
 
 Every rank builds the same model and the same full list of Hessian batches; the operator
 keeps this rank's slice of each batch (``distributed.shard``) and all-reduces its products.
-Rank 0 writes ``--out``: the eigenvalues, residuals and power-law fit, the operator's global
-sample count and every rank's local sample count. The test compares them with
+Rank 0 writes ``--out``, for each case: the eigenvalues, residuals and power-law fit, the
+operator's global sample count and every rank's local sample count. The test compares them with
 :func:`compute` run in a single process on the same :func:`build`.
 
 Failure injection for the tests: ``--fail-rank R`` makes rank R raise after building its
@@ -78,7 +78,7 @@ def operator(model: torch.nn.Module, loss: Any, batches: list[Any], params: Any)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--case", choices=CASES, required=True)
+    parser.add_argument("--case", choices=CASES, nargs="+", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--fail-rank", type=int, default=None)
     parser.add_argument("--mismatch-rank", type=int, default=None)
@@ -99,22 +99,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    results = {case: _run_case(case, args) for case in args.case}
+    if distributed.is_primary():
+        from hessian_powerlaw.io import atomic_write_json
+
+        atomic_write_json(args.out, results)
+    return 0
+
+
+def _run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     me = distributed.rank()
     delta = -1 if args.mismatch_rank == me else 0
-    model, loss, batches, params = build(args.case, samples_delta=delta)
+    model, loss, batches, params = build(case, samples_delta=delta)
     op = operator(model, loss, batches, params)
     if args.fail_rank == me:
         raise RuntimeError(f"injected failure on rank {me}, before its first product")
-    result = compute(args.case, op)
+    result = compute(case, op)
     local = int(sum(op._local_counts))
     gathered: list[Any] = [None] * distributed.world_size()
     torch.distributed.all_gather_object(gathered, local)
     result.update(num_samples=op.num_samples, local_samples=gathered, world_size=len(gathered))
-    if distributed.is_primary():
-        from hessian_powerlaw.io import atomic_write_json
-
-        atomic_write_json(args.out, result)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

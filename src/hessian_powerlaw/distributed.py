@@ -264,7 +264,7 @@ def all_reduce_sum(tensor: torch.Tensor, *, identical: torch.Tensor | None = Non
     _collective("all_reduce", lambda: dist.all_reduce(buffer, op=dist.ReduceOp.SUM))
     buffer = buffer.to(tensor.device)
     if checks is not None:
-        _verify_checksums(checks, buffer[-checks.numel() :], identical)
+        _verify_checksums(checks, buffer[-checks.numel() :], identical.shape, world_size())
         buffer = buffer[: -checks.numel()]
     return buffer.reshape(tensor.shape)
 
@@ -281,14 +281,19 @@ def _checksums(block: torch.Tensor) -> torch.Tensor:
     return torch.cat([weighted.abs().sum(0), weighted.sum(0)])
 
 
-def _verify_checksums(local: torch.Tensor, total: torch.Tensor, block: torch.Tensor) -> None:
-    """Every rank's checksum must equal the mean over ranks, up to the reduction's rounding."""
-    world = world_size()
+def _verify_checksums(
+    local: torch.Tensor, total: torch.Tensor, shape: tuple[int, ...], world: int
+) -> None:
+    """Every rank's checksum must equal the mean over ranks, up to the reduction's rounding.
+
+    ``local`` = this rank's :func:`_checksums` ``[scale, sum]``, ``total`` = their sum over the
+    ``world`` ranks.
+    """
     half = local.numel() // 2
     scale, mine, summed = local[:half], local[half:], total[half:]
     eps = torch.finfo(total.dtype).eps
-    # identical inputs differ only by the rounding of a W-term sum of equal values
-    tol = 8.0 * world * eps * (scale + torch.finfo(total.dtype).tiny)
+    # identical inputs differ only by the rounding of a W-term sum of W equal values
+    tol = 4.0 * world * world * eps * (scale + torch.finfo(total.dtype).tiny)
     bad = (summed / world - mine).abs() > tol
     if bool(bad.any()):
         col = int(torch.nonzero(bad)[0])
@@ -296,7 +301,7 @@ def _verify_checksums(local: torch.Tensor, total: torch.Tensor, block: torch.Ten
             f"{_where()}: the vectors given to the Hessian product differ between ranks "
             f"(column {col}: checksum {float(mine[col]):.17g} here, mean over ranks "
             f"{float(summed[col] / world):.17g}); every rank must run the solver with the "
-            f"same seed, options and hardware (shape {tuple(block.shape)})"
+            f"same seed, options and hardware (block shape {tuple(shape)})"
         )
 
 
