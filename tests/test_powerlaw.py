@@ -207,6 +207,39 @@ def test_fit_properties(values: list[float], scale: float, seed: int) -> None:
     assert 10 <= clauset.k <= x.size and 0.0 <= clauset.ks_distance <= 1.0
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(st.floats(min_value=1e-300, max_value=1e300), min_size=10, max_size=100).filter(
+        lambda v: max(v) > min(v)
+    )
+)
+def test_any_positive_array_with_two_distinct_values_gives_finite_fields(
+    values: list[float],
+) -> None:
+    fit = fit_power_law(values)
+    numbers = [v for v in fit.to_dict().values() if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in numbers), fit
+    assert 0.0 <= fit.ks_distance <= 1.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    size=st.integers(10, 60),
+    data=st.data(),
+)
+def test_non_finite_values_are_counted_and_located(size: int, data: st.DataObject) -> None:
+    positions = sorted(
+        data.draw(st.sets(st.integers(0, size - 1), min_size=1, max_size=size), label="positions")
+    )
+    x = rank_law(size)
+    for i in positions:
+        x[i] = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    with pytest.raises(ValueError, match=rf"contain {len(positions)} non-finite value") as info:
+        fit_power_law(x)
+    shown = re.findall(r"at index (\d+)", str(info.value))
+    assert [int(i) for i in shown] == positions[:5]
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [

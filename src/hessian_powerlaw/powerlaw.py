@@ -315,8 +315,15 @@ def _top_positive(values: FloatArray, k: int | None) -> tuple[FloatArray, int]:
 
 
 def _log_ratios(desc: FloatArray) -> FloatArray:
-    """``t_i = ln(lambda_i / lambda_cut)`` for a descending tail whose last entry is the cut."""
-    return np.log(desc) - math.log(desc[-1])
+    """``t_i = ln(lambda_i / lambda_cut)`` for a descending tail whose last entry is the cut.
+
+    The ratio is formed first: values a few ulps apart then keep a positive log ratio, which
+    a difference of two large logarithms would round to zero. Ratios beyond the float range
+    (spectra spanning more than 308 decades) fall back to the difference of logarithms.
+    """
+    with np.errstate(over="ignore"):
+        ratio = desc / desc[-1]
+    return np.where(np.isfinite(ratio), np.log(ratio), np.log(desc) - math.log(desc[-1]))
 
 
 def _exponent(t: FloatArray) -> float:
