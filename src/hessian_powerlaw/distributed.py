@@ -598,12 +598,20 @@ def report_peer_failure(exc: DistributedError, prog: str = "hessian-powerlaw") -
 def run_cli(args: argparse.Namespace, prog: str = "hessian-powerlaw") -> int:
     """Run a parsed sub-command as one rank of a ``torchrun`` job.
 
-    Initialises the process group from the environment, silences stdout and progress bars
-    on every rank but 0 (so only rank 0 prints; commands also write files only on rank 0),
-    announces a failing rank to the others, and prints a :class:`DistributedError` as one
-    line (exit status 1). A :class:`UserInputError` propagates with the rank in its message
-    so the caller prints it as usual.
+    A sub-command that shares its Hessian products between ranks says so with
+    ``parser.set_defaults(data_parallel=True)`` (``spectrum``). For it, this initialises the
+    process group from the environment, silences stdout and progress bars on every rank but
+    0 (only rank 0 prints; the command writes files only on rank 0), announces a failing
+    rank to the others, and prints a :class:`DistributedError` as one line (exit status 1).
+    A :class:`UserInputError` propagates with the rank in its message so that the caller
+    prints it as usual.
+
+    Any other sub-command runs once, on rank 0 without a process group (with a note on
+    stderr); the other ranks exit at once with status 0. Several ranks would otherwise
+    repeat the same work and race to write the same files.
     """
+    if not getattr(args, "data_parallel", False):
+        return _run_on_rank_zero_only(args, prog)
     init_from_env()
     try:
         with failure_guard(), _quiet_unless_primary(args):
@@ -616,6 +624,19 @@ def run_cli(args: argparse.Namespace, prog: str = "hessian-powerlaw") -> int:
         raise
     finally:
         shutdown()
+
+
+def _run_on_rank_zero_only(args: argparse.Namespace, prog: str) -> int:
+    if os.environ.get("RANK", "0") != "0":
+        return 0
+    command = getattr(args, "command", "this command")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print(
+            f"{prog}: note: {command} does not split its work between torchrun ranks; "
+            "running it once, on rank 0",
+            file=sys.stderr,
+        )
+    return int(args.run(args) or 0)
 
 
 @contextlib.contextmanager
