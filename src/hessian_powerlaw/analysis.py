@@ -1,0 +1,502 @@
+"""One model state in, its Hessian spectrum, power-law fit and measures out.
+
+:func:`analyze` chains the layers below it for a model already in memory:
+
+1. ``H`` = the Hessian of the sample-weighted mean loss over ``batches`` w.r.t. the chosen
+   parameters (:class:`~hessian_powerlaw.operators.HessianOperator`);
+2. the top ``k`` eigenpairs of ``H`` by block Lanczos, each with its relative residual
+   ``||H v - lambda v|| / |lambda_1|`` and a converged flag (``top_eigenpairs``);
+3. the power-law fit of the positive top eigenvalues (PAPER.md): ``beta = 1 + K / sum
+   ln(lambda_i / lambda_K)``, ``s = 1 / (beta - 1)``, the KS distance ``d_ks`` and its
+   critical value ``d_c`` (``fit_power_law``);
+4. the sharpness measures ``lambda_max = lambda_1`` and ``tr(H)`` (Hutch++ estimate with its
+   standard error), and optionally the whole spectral density by stochastic Lanczos
+   quadrature.
+
+:func:`analyze_spec` does the same from spec strings (the ``spectrum`` command): it loads the
+data and the model from the zoo or from a checkpoint, and with ``params="per-block"`` gives one
+analysis per parameter group (embeddings, each block, head).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hessian_powerlaw._results import ResultMixin
+from hessian_powerlaw.errors import UserInputError
+
+# Hessian samples taken by default: all of a small training set, a fixed seeded (stratified)
+# subset of a large one. Text data counts sequences (the paper uses a batch of 256).
+DEFAULT_MAX_SAMPLES: dict[str, int] = {"image": 2048, "text": 256}
+PER_BLOCK = "per-block"
+DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class TraceEstimate(ResultMixin):
+    """``tr(H)`` estimated from ``num_matvecs`` products, with its standard error."""
+
+    estimate: float
+    stderr: float
+    num_matvecs: int
+    method: str
+
+
+@dataclass(frozen=True)
+class Density(ResultMixin):
+    """Stochastic Lanczos quadrature density: nodes/weights and the broadened curve."""
+
+    grid: np.ndarray
+    values: np.ndarray
+    sigma: float
+    num_probes: int
+    lanczos_steps: int
+
+
+@dataclass(frozen=True)
+class Analysis(ResultMixin):
+    """Spectrum, power-law fit and measures of the Hessian of one model state.
+
+    ``fit`` is ``None`` when fewer than 10 of the top eigenvalues are positive (a power law
+    cannot be tested); ``fit_error`` then says why. ``measures`` always holds the same keys:
+    ``lambda_max``, ``trace``, ``trace_stderr``, ``s``, ``sigma_s``, ``beta``, ``d_ks``,
+    ``d_c``, ``is_power_law`` (``None`` where undefined).
+    """
+
+    spectrum: Any  # hessian_powerlaw.solvers.Spectrum
+    fit: Any  # hessian_powerlaw.powerlaw.PowerLawFit | None
+    fit_error: str | None
+    trace: TraceEstimate | None
+    lambda_max: float
+    measures: dict[str, Any]
+    density: Density | None
+    num_params: int
+    params: str
+    seconds: float
+    config: dict[str, Any]
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return np.asarray(self.spectrum.eigenvalues)
+
+
+@dataclass(frozen=True)
+class ModelAnalysis(ResultMixin):
+    """What the ``spectrum`` command computes and writes as ``spectrum.json``.
+
+    ``analysis`` is the Hessian over the chosen parameters; with ``params="per-block"`` it is
+    ``None`` and ``blocks`` maps each parameter group to its own analysis.
+    """
+
+    model: str
+    data: str
+    checkpoint: str | None
+    num_samples: int
+    params: str
+    analysis: Analysis | None
+    blocks: dict[str, Analysis]
+    evaluation: dict[str, dict[str, float]]
+    config: dict[str, Any]
+    versions: dict[str, str]
+    seconds: float
+    kind: str = field(default="spectrum")
+
+    def to_dict(self) -> dict[str, Any]:
+        """``spectrum.json``: with one selection its analysis is merged into the top level
+        (``spectrum``, ``fit``, ``measures``, ... next to ``model`` and ``data``), so the file
+        reads like one analysis; per-block results keep their analyses under ``blocks``."""
+        record = super().to_dict()
+        analysis = record.pop("analysis")
+        if analysis is None:
+            return record
+        for key in ("config", "seconds", "params"):  # the command-level values win
+            analysis.pop(key, None)
+        return {**record, **analysis}
+
+    @property
+    def analyses(self) -> dict[str, Analysis]:
+        """``{label: Analysis}`` for the whole selection or for each block."""
+        if self.analysis is not None:
+            return {self.params: self.analysis}
+        return dict(self.blocks)
+
+
+def versions() -> dict[str, str]:
+    """Versions that produced a result (recorded in every JSON we write)."""
+    from hessian_powerlaw import __version__
+
+    return {
+        "hessian_powerlaw": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise UserInputError(f"dtype must be float64 or float32, got {dtype}")
+        return dtype
+    if dtype not in DTYPES:
+        raise UserInputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _validate(k: int, tol: float, trace_matvecs: int, alpha: float) -> None:
+    _check_positive_int(k, "k")
+    _check_positive_int(trace_matvecs, "trace_matvecs", minimum=0)
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise UserInputError(f"tol must be a number in (0, 1), e.g. 1e-6; got {tol!r}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise UserInputError(
+            f"alpha must be a significance level in (0, 1), e.g. 0.05; got {alpha!r}"
+        )
+
+
+def resolved_eigenvalues(spectrum: Any, dtype: torch.dtype) -> np.ndarray:
+    """The eigenvalues with those indistinguishable from zero set to exactly 0.
+
+    An eigenvalue computed with relative residual ``r_i`` is only known to within
+    ``r_i |lambda_1|``, and none better than rounding, ``~100 eps |lambda_1|``. A positive
+    value below that floor (the null space of an over-parameterised model comes out as
+    +-1e-17) is not evidence of positive curvature; letting it into the fit would put
+    ``lambda_cut`` at the rounding level and wreck ``beta``.
+    """
+    values = np.asarray(spectrum.eigenvalues, dtype=float).copy()
+    if values.size == 0:
+        return values
+    residuals = np.nan_to_num(np.asarray(spectrum.residuals, dtype=float), nan=np.inf)
+    floor = np.abs(values).max() * np.maximum(residuals, 100 * torch.finfo(dtype).eps)
+    values[values <= floor] = 0.0
+    return values
+
+
+def fit_or_reason(eigenvalues: np.ndarray, alpha: float) -> tuple[Any, str | None]:
+    """The power-law fit of the positive eigenvalues, or ``(None, reason)`` when untestable.
+
+    Non-positive values (see :func:`resolved_eigenvalues`) are left out of the fit and
+    counted in its ``n_dropped``. The fit needs at least 10 positive values (a random-init
+    network near a saddle can have fewer among its top k): that case is a result to report,
+    not an error.
+    """
+    from hessian_powerlaw.powerlaw import DroppedEigenvaluesWarning, fit_power_law
+
+    positive = int(np.sum(np.asarray(eigenvalues) > 0))
+    if positive < 10:
+        return None, (
+            f"only {positive} of the top {len(eigenvalues)} eigenvalues are positive (above "
+            "their error bound); a power-law fit needs at least 10 (increase k)"
+        )
+    with warnings.catch_warnings():
+        # non-positive values are expected below the top of a random-init spectrum; the fit
+        # still records how many it dropped (n_dropped)
+        warnings.simplefilter("ignore", DroppedEigenvaluesWarning)
+        return fit_power_law(np.asarray(eigenvalues, dtype=float), alpha=alpha), None
+
+
+def _trace_numbers(result: Any) -> tuple[float, float]:
+    """(estimate, stderr) from the trace estimator's result (an object or a pair)."""
+    if isinstance(result, tuple):
+        return float(result[0]), float(result[1])
+    return float(result.estimate), float(result.stderr)
+
+
+def estimate_trace(op: Any, num_matvecs: int, seed: int) -> TraceEstimate | None:
+    """Hutch++ estimate of ``tr(H)``; ``num_matvecs = 0`` skips it."""
+    if num_matvecs == 0:
+        return None
+    from hessian_powerlaw.solvers import hutchinson_trace
+
+    torch.manual_seed(seed)  # the estimator's probe vectors
+    estimate, stderr = _trace_numbers(hutchinson_trace(op, num_matvecs, method="hutch++"))
+    return TraceEstimate(estimate, stderr, num_matvecs, "hutch++")
+
+
+def estimate_density(
+    op: Any, num_probes: int, lanczos_steps: int, seed: int, points: int = 400
+) -> Density:
+    """SLQ density, broadened with a Gaussian of width 1% of the spectral range."""
+    from hessian_powerlaw.solvers import broadened_density, spectral_density
+
+    torch.manual_seed(seed)
+    sd = spectral_density(op, num_probes=num_probes, lanczos_steps=lanczos_steps)
+    nodes = np.asarray(sd.nodes, dtype=float)
+    low, high = float(nodes.min()), float(nodes.max())
+    span = max(high - low, 1e-12 * max(abs(high), 1.0))
+    sigma = 0.01 * span
+    grid = np.linspace(low - 5 * sigma, high + 5 * sigma, points)
+    values = np.asarray(broadened_density(sd, grid, sigma), dtype=float)
+    return Density(grid, values, sigma, num_probes, lanczos_steps)
+
+
+def measures_of(spectrum: Any, fit: Any, trace: TraceEstimate | None) -> dict[str, Any]:
+    """The flat measure dictionary that tracking, correlations and tables use."""
+    eigenvalues = np.asarray(spectrum.eigenvalues, dtype=float)
+    return {
+        "lambda_max": float(eigenvalues[0]) if eigenvalues.size else None,
+        "trace": trace.estimate if trace else None,
+        "trace_stderr": trace.stderr if trace else None,
+        "s": float(fit.s) if fit else None,
+        "sigma_s": float(fit.sigma_s) if fit else None,
+        "beta": float(fit.beta) if fit else None,
+        "d_ks": float(fit.ks_distance) if fit else None,
+        "d_c": float(fit.critical_value) if fit else None,
+        "is_power_law": bool(fit.is_power_law) if fit else None,
+    }
+
+
+def _params_label(params: Any) -> str:
+    if params is None:
+        return "all"
+    if isinstance(params, str):
+        return params
+    if all(isinstance(p, str) for p in params):
+        return ",".join(params)
+    return f"{len(params)} tensors"
+
+
+def analyze(
+    model: nn.Module,
+    loss: Any,
+    batches: Any,
+    *,
+    k: int = 100,
+    params: Any = None,
+    dtype: str | torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    trace_matvecs: int = 100,
+    density: bool = False,
+    density_probes: int = 4,
+    lanczos_steps: int = 80,
+    alpha: float = 0.05,
+    seed: int = 0,
+    progress: bool = False,
+) -> Analysis:
+    """Top-``k`` Hessian spectrum, power-law fit, ``lambda_max`` and trace of one model state.
+
+    ``params``: ``None`` (all trainable), tensors, or name patterns (``"fc2.*"``, ``"last"``)
+    as :class:`~hessian_powerlaw.operators.HessianOperator` accepts. ``k`` larger than the
+    number of parameters is a UserInputError. ``trace_matvecs=0`` skips the trace.
+    """
+    _validate(k, tol, trace_matvecs, alpha)
+    from hessian_powerlaw.operators import HessianOperator
+
+    start = time.perf_counter()
+    op = HessianOperator(
+        model, loss, batches, params=params, dtype=parse_dtype(dtype), device=device
+    )
+    result = analyze_operator(
+        op, k=k, tol=tol, max_matvecs=max_matvecs, trace_matvecs=trace_matvecs,
+        density=density, density_probes=density_probes, lanczos_steps=lanczos_steps,
+        alpha=alpha, seed=seed, progress=progress, params_label=_params_label(params),
+    )  # fmt: skip
+    # the operator's set-up (copying parameters, checking batches) counts too
+    return dataclasses.replace(result, seconds=time.perf_counter() - start)
+
+
+def analyze_operator(
+    op: Any,
+    *,
+    k: int = 100,
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    trace_matvecs: int = 100,
+    density: bool = False,
+    density_probes: int = 4,
+    lanczos_steps: int = 80,
+    alpha: float = 0.05,
+    seed: int = 0,
+    progress: bool = False,
+    params_label: str = "all",
+) -> Analysis:
+    """:func:`analyze` for any symmetric operator (``n``, ``dtype``, ``device``, ``matmat``):
+    a ``HessianOperator``, a ``MatrixOperator`` or a user's own."""
+    _validate(k, tol, trace_matvecs, alpha)
+    from hessian_powerlaw.solvers import top_eigenpairs
+
+    if k > op.n:
+        raise UserInputError(
+            f"k = {k} is larger than the number of parameters in the Hessian ({op.n}); "
+            f"use k <= {op.n}"
+        )
+    start = time.perf_counter()
+    spectrum = top_eigenpairs(
+        op, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed, progress=progress
+    )
+    fit, fit_error = fit_or_reason(resolved_eigenvalues(spectrum, op.dtype), alpha)
+    trace = estimate_trace(op, min(trace_matvecs, _trace_budget(op.n)), seed)
+    sld = estimate_density(op, density_probes, min(lanczos_steps, op.n), seed) if density else None
+    config = {
+        "k": k,
+        "tol": tol,
+        "max_matvecs": max_matvecs,
+        "dtype": _dtype_name(op.dtype),
+        "trace_matvecs": trace_matvecs,
+        "alpha": alpha,
+        "seed": seed,
+        "density": density,
+    }
+    return Analysis(
+        spectrum=spectrum,
+        fit=fit,
+        fit_error=fit_error,
+        trace=trace,
+        lambda_max=float(np.asarray(spectrum.eigenvalues)[0]),
+        measures=measures_of(spectrum, fit, trace),
+        density=sld,
+        num_params=int(op.n),
+        params=params_label,
+        seconds=time.perf_counter() - start,
+        config=config,
+    )
+
+
+def _trace_budget(n: int) -> int:
+    """Hutch++ with about ``n`` products is already exact; more would only cost time."""
+    return max(3, 3 * ((n + 2) // 3))
+
+
+# --------------------------------------------------------------------------------------
+# From specs: the `spectrum` command's library half
+# --------------------------------------------------------------------------------------
+
+
+def default_num_samples(data: Any) -> int:
+    """All of a small training set, a fixed subset of a large one (DEFAULT_MAX_SAMPLES)."""
+    cap = DEFAULT_MAX_SAMPLES.get(getattr(data, "kind", "image"), 2048)
+    return min(int(data.num_train), cap)
+
+
+def load_model_state(model_spec: str, data: Any, checkpoint: str | None, seed: int) -> nn.Module:
+    """The zoo model at random init (``seed``), or with the weights of ``checkpoint``.
+
+    A checkpoint may be a run's ``ckpt-*.pt``/``final.pt`` or a bare ``state_dict``, loaded
+    weights-only. Weights that do not fit the model are a UserInputError naming the file.
+    """
+    from hessian_powerlaw import zoo
+
+    model = zoo.build_model(model_spec, data, seed=seed)
+    if checkpoint is not None:
+        from hessian_powerlaw.training import load_weights
+
+        load_weights(model, checkpoint)
+    return model.eval()
+
+
+def parameter_groups(model: nn.Module, params: Any) -> dict[str, Any]:
+    """``{label: params}``: one group, or one per block with ``params="per-block"``."""
+    from hessian_powerlaw.zoo.blocks import last_layer_names, per_block_groups
+
+    if params == "last":
+        # the model-aware last layer: an LM's output head even when its weight is tied
+        return {"last": last_layer_names(model)}
+    if params != PER_BLOCK:
+        return {_params_label(params): params}
+
+    groups = per_block_groups(model)
+    if not groups:
+        raise UserInputError("--params per-block found no parameter groups in this model")
+    return dict(groups)
+
+
+def analyze_groups(
+    model: nn.Module, loss: Any, batches: Any, params: Any, **options: Any
+) -> dict[str, Analysis]:
+    """:func:`analyze` for each parameter group of :func:`parameter_groups`."""
+    return {
+        label: analyze(model, loss, batches, params=group, **options)
+        for label, group in parameter_groups(model, params).items()
+    }
+
+
+def analyze_spec(
+    model_spec: str,
+    data_spec: str,
+    *,
+    checkpoint: str | Path | None = None,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    params: Any = None,
+    k: int = 100,
+    dtype: str | torch.dtype = "float64",
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    trace_matvecs: int = 100,
+    density: bool = True,
+    alpha: float = 0.05,
+    seed: int = 0,
+    evaluate: bool = True,
+    progress: bool = False,
+) -> ModelAnalysis:
+    """Build data and model from specs (and a checkpoint), then :func:`analyze` them.
+
+    ``samples``: Hessian samples (default :func:`default_num_samples`); ``batch_size``: how
+    they are split for the products (default: one batch). ``params="per-block"`` analyses
+    each parameter group separately. ``evaluate`` adds train/test loss and accuracy.
+    """
+    _validate(k, tol, trace_matvecs, alpha)
+    from hessian_powerlaw import zoo
+
+    start = time.perf_counter()
+    data = zoo.load_data(data_spec, seed=seed)
+    checkpoint_str = None if checkpoint is None else str(checkpoint)
+    model = load_model_state(model_spec, data, checkpoint_str, seed)
+    num_samples = samples if samples is not None else default_num_samples(data)
+    _check_positive_int(num_samples, "samples")
+    batches = data.hessian_batches(num_samples, batch_size, seed)
+    options = dict(
+        k=k,
+        dtype=dtype,
+        tol=tol,
+        max_matvecs=max_matvecs,
+        alpha=alpha,
+        seed=seed,
+        trace_matvecs=trace_matvecs,
+        density=density,
+        progress=progress,
+    )
+    analyses = analyze_groups(model, data.loss, batches, params, **options)
+    per_block = params == PER_BLOCK
+    config = {**options, "dtype": _dtype_name(parse_dtype(dtype)), "batch_size": batch_size}
+    config.pop("progress")
+    return ModelAnalysis(
+        model=model_spec,
+        data=data_spec,
+        checkpoint=checkpoint_str,
+        num_samples=min(int(num_samples), int(data.num_train)),
+        params=PER_BLOCK if per_block else _params_label(params),
+        analysis=None if per_block else next(iter(analyses.values())),
+        blocks=analyses if per_block else {},
+        evaluation=evaluate_model(model, data) if evaluate else {},
+        config=config,
+        versions=versions(),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def evaluate_model(model: nn.Module, data: Any) -> dict[str, dict[str, float]]:
+    """Train and test loss/accuracy of the model state (the bundle's ``evaluate``)."""
+    return {split: dict(data.evaluate(model, split)) for split in ("train", "test")}

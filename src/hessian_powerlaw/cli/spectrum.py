@@ -1,0 +1,209 @@
+"""``hessian-powerlaw spectrum``: top Hessian eigenvalues of one model state, fit and measures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
+from hessian_powerlaw.errors import UserInputError
+
+EXAMPLES = """\
+  hessian-powerlaw spectrum --model lenet --data digits --k 100
+  hessian-powerlaw spectrum --model lenet --data digits --checkpoint RUN/final.pt --out out
+  hessian-powerlaw spectrum --model fcn:2x100 --data fashion-mnist --samples 2000 --dtype float32
+  hessian-powerlaw spectrum --model chargpt:4x128 --data shakespeare --params per-block --k 50
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers,
+        "spectrum",
+        "top-k Hessian eigenvalues of a model, their power-law fit, lambda_max and trace",
+        EXAMPLES,
+        run,
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="weights to load (a run's ckpt-*.pt / final.pt, or a state_dict); "
+        "without it the model is at random initialisation",
+    )
+    add_analysis_arguments(parser, default_k=300)
+    parser.add_argument(
+        "--no-density", action="store_true", help="skip the spectral density (SLQ) estimate"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default="results/spectrum",
+        help="folder for spectrum.json and spectrum.png",
+    )
+    add_json(parser)
+    add_quiet(parser)
+    return parser
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="SPEC",
+        help="lenet, fcn:DxW, linear-net:DxW, resnet18[:WIDTH], chargpt:LxD[:H], hf:PATH, "
+        "or module:attr",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="SPEC",
+        help="digits, fashion-mnist[:N], mnist-idx:DIR, cifar10:DIR, shakespeare, text:FILE",
+    )
+
+
+def add_analysis_arguments(parser: argparse.ArgumentParser, default_k: int) -> None:
+    """Options shared by ``spectrum`` and ``track``: what Hessian, how many eigenvalues."""
+    parser.add_argument("--k", type=int, default=default_k, help="number of top eigenvalues")
+    parser.add_argument(
+        "--params",
+        default=None,
+        metavar="P",
+        help="parameters of the Hessian: None = all trainable; comma-separated name globs "
+        "('classifier.*'); 'last' (the last layer, as the paper does for LLMs); 'per-block' "
+        "(one spectrum per block)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="training samples in the Hessian; None = all of a small set, at most 2048 "
+        "images or 256 sequences (a fixed seeded subset)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="B",
+        help="split the Hessian samples into batches of B (memory); None = one batch",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="precision of the Hessian-vector products",
+    )
+    parser.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level of the KS power-law test"
+    )
+    parser.add_argument(
+        "--tol", type=float, default=1e-6, help="relative residual at which an eigenpair converged"
+    )
+    parser.add_argument(
+        "--max-matvecs",
+        type=int,
+        default=None,
+        metavar="M",
+        help="cap on Hessian-vector products (unconverged eigenpairs are flagged)",
+    )
+    parser.add_argument(
+        "--trace-matvecs",
+        type=int,
+        default=100,
+        metavar="M",
+        help="Hessian-vector products for the Hutch++ trace estimate (0 skips it)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of model init, data and probes")
+
+
+def parse_params(text: str | None) -> Any:
+    """``None`` -> all; ``last``/``per-block`` stay names; otherwise a list of name globs."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("", "all"):
+        return None
+    if text in ("last", "per-block"):
+        return text
+    patterns = [p.strip() for p in text.split(",") if p.strip()]
+    if not patterns:
+        raise UserInputError(f"--params {text!r} names no parameters")
+    return patterns
+
+
+def check_output_folder(out: str | os.PathLike[str]) -> Path:
+    """Fail before any computation when ``out`` cannot be created or written."""
+    path = Path(out)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserInputError(f"--out {str(path)!r}: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserInputError(f"--out {str(path)!r} is not writable; choose another folder")
+    return path
+
+
+def summary_text(result: Any, written: list[Path]) -> str:
+    """A few human lines: what was computed, how well it converged, the fit verdict."""
+    state = f"checkpoint {result.checkpoint}" if result.checkpoint else "random init"
+    lines = [f"{result.model} on {result.data} ({state}), {result.num_samples} Hessian samples"]
+    for label, analysis in result.analyses.items():
+        spec = analysis.spectrum
+        converged = int(sum(bool(c) for c in spec.converged))
+        lines.append(
+            f"[{label}] n = {analysis.num_params} parameters, top-{len(spec.eigenvalues)} "
+            f"eigenvalues: {converged}/{len(spec.converged)} converged, max residual "
+            f"{max(spec.residuals):.2g}, {spec.num_matvecs} Hessian-vector products, "
+            f"{analysis.seconds:.1f} s"
+        )
+        trace = analysis.trace
+        trace_text = f"{trace.estimate:.6g} +/- {trace.stderr:.2g}" if trace else "not computed"
+        lines.append(f"  lambda_max = {analysis.lambda_max:.6g}, trace = {trace_text}")
+        lines.append(
+            f"  fit: {analysis.fit}" if analysis.fit else f"  no fit: {analysis.fit_error}"
+        )
+    for split, metrics in result.evaluation.items():
+        lines.append(f"{split}: loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.4f}")
+    lines.append("wrote " + ", ".join(str(p) for p in written))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hessian_powerlaw.analysis import analyze_spec
+    from hessian_powerlaw.io import atomic_write_json, staged_dir
+    from hessian_powerlaw.report.outputs import write_spectrum_figures
+
+    out = check_output_folder(args.out)
+    result = analyze_spec(
+        args.model,
+        args.data,
+        checkpoint=args.checkpoint,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        params=parse_params(args.params),
+        k=args.k,
+        dtype=args.dtype,
+        tol=args.tol,
+        max_matvecs=args.max_matvecs,
+        trace_matvecs=args.trace_matvecs,
+        density=not args.no_density,
+        alpha=args.alpha,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    record = result.to_dict()
+    with staged_dir(out) as stage:
+        atomic_write_json(stage / "spectrum.json", record)
+        figures = write_spectrum_figures(record, stage)
+    written = [out / "spectrum.json"] + [out / p.name for p in figures]
+    if args.json:
+        print_json(record)
+    else:
+        print(summary_text(result, written))
+    return 0

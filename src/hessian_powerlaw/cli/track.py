@@ -1,0 +1,100 @@
+"""``hessian-powerlaw track``: spectra along a training run's checkpoints, vs generalization."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
+from hessian_powerlaw.cli.spectrum import add_analysis_arguments, parse_params
+
+EXAMPLES = """\
+  hessian-powerlaw train --model lenet --data digits --epochs 20 --out runs/lenet
+  hessian-powerlaw track runs/lenet --k 100
+  hessian-powerlaw track runs/lenet --k 300 --every 2 --samples 1000 --quiet
+"""
+
+STEP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("step", "step"),
+    ("test_loss", "test loss"),
+    ("gap", "gap"),
+    ("s", "s"),
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("lambda_max", "lambda_max"),
+    ("trace", "trace"),
+    ("converged", "converged"),
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers,
+        "track",
+        "Hessian spectra along a run's checkpoints, correlated with test loss and the gap",
+        EXAMPLES,
+        run,
+    )
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder written by `train`")
+    add_analysis_arguments(parser, default_k=100)
+    parser.add_argument(
+        "--every", type=int, default=1, metavar="N",
+        help="analyse every N-th checkpoint (the last one always)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-figures", action="store_true", help="write track.json only, no PNG figures"
+    )
+    add_json(parser)
+    add_quiet(parser)
+    return parser
+
+
+def _print_entry(entry: dict[str, Any]) -> None:
+    m = entry["measures"]
+    s = "-" if m.get("s") is None else f"{m['s']:.3f}"
+    d_ks = "-" if m.get("d_ks") is None else f"{m['d_ks']:.4f}"
+    print(
+        f"step {entry['step']}: test loss {entry['test_loss']:.4f}, s = {s}, d_ks = {d_ks}, "
+        f"lambda_max = {m['lambda_max']:.4g}",
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from hessian_powerlaw.measures import CorrelationRow, format_correlation_table
+    from hessian_powerlaw.report.tables import text_table, track_rows
+    from hessian_powerlaw.tracking import track_run
+
+    result = track_run(
+        args.run_dir,
+        k=args.k,
+        every=args.every,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        params=parse_params(args.params),
+        dtype=args.dtype,
+        tol=args.tol,
+        max_matvecs=args.max_matvecs,
+        trace_matvecs=args.trace_matvecs,
+        alpha=args.alpha,
+        seed=args.seed,
+        progress=not args.quiet,
+        figures=not args.no_figures,
+        on_entry=None if args.json else _print_entry,
+    )
+    record = result.to_dict()
+    if args.json:
+        print_json(record)
+        return 0
+    print()
+    print(text_table(track_rows(record), STEP_COLUMNS))
+    rows = [
+        CorrelationRow(measure=measure, target=target, **stats)
+        for target, table in record["correlations"].items()
+        for measure, stats in table.items()
+    ]
+    print("\ncorrelation of each Hessian measure with test loss and gap across checkpoints:")
+    print(format_correlation_table(rows))
+    print(f"\nwrote {result.run}/track.json ({len(result.entries)} checkpoints)")
+    return 0

@@ -1,0 +1,431 @@
+"""One self-contained ``report.html`` from the JSON results found under a folder.
+
+``write_report(DIR)`` looks for ``spectrum.json`` (the ``spectrum`` command), ``track.json``
+(``track``) and ``demo.json`` (``demo``) anywhere under ``DIR`` and renders each as a section:
+tables of fits and measures, correlation tables, and figures embedded as base64 PNG. The page
+loads nothing from the network (no scripts, fonts or style sheets from elsewhere), so it can be
+mailed, archived or opened offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.io import atomic_write_text
+from hessian_powerlaw.report import plots
+from hessian_powerlaw.report.outputs import spectrum_analyses
+from hessian_powerlaw.report.tables import (
+    CORRELATION_COLUMNS,
+    correlation_rows,
+    format_value,
+    html_table,
+    summary_row,
+    track_rows,
+)
+
+RESULT_FILES: dict[str, str] = {
+    "demo.json": "demo",
+    "spectrum.json": "spectrum",
+    "track.json": "track",
+}
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1150px; color: #222; line-height: 1.45; padding: 0 1em; }
+h1 { font-size: 1.7em; margin-bottom: 0.2em; }
+h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { margin-top: 1.4em; }
+.meta { color: #555; font-size: 0.92em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+caption { text-align: left; font-weight: 600; padding-bottom: 0.3em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+td.yes { color: #1a7f37; font-weight: 600; }
+td.no { color: #b42318; font-weight: 600; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.88em; color: #555; max-width: 620px; }
+.note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
+"""
+
+SPECTRUM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "parameters"),
+    ("num_params", "n"),
+    ("k", "k"),
+    ("converged", "converged"),
+    ("max_residual", "max residual"),
+    ("k_fit", "k fitted"),
+    ("s", "s"),
+    ("sigma_s", "sigma_s"),
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("lambda_max", "lambda_max"),
+    ("trace", "trace"),
+    ("seconds", "seconds"),
+)
+
+TRACK_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("step", "step"),
+    ("epoch", "epoch"),
+    ("train_loss", "train loss"),
+    ("test_loss", "test loss"),
+    ("test_accuracy", "test acc."),
+    ("gap", "gap"),
+    ("k_fit", "k fitted"),
+    ("s", "s"),
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("lambda_max", "lambda_max"),
+    ("trace", "trace"),
+    ("converged", "converged"),
+)
+
+DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("model", "model"),
+    ("state", "state"),
+    ("test_accuracy", "test acc."),
+    ("k", "k"),
+    ("converged", "converged"),
+    ("max_residual", "max residual"),
+    ("s", "s"),
+    ("sigma_s", "sigma_s"),
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("lambda_max", "lambda_max"),
+    ("trace", "trace"),
+)
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """A result file found under the report folder, parsed (or the reason it could not be)."""
+
+    path: Path
+    kind: str
+    data: Mapping[str, Any] | None
+    error: str | None = None
+
+
+def find_results(root: Path) -> list[ResultFile]:
+    """All result files under ``root``, demo first, then spectra, then tracked runs.
+
+    Hidden folders (such as the staging folders of a command still running) are skipped.
+    A file that is not valid JSON is kept with its error so that the report says so.
+    """
+    found: list[ResultFile] = []
+    for name, kind in RESULT_FILES.items():
+        for path in sorted(root.rglob(name)):
+            relative = path.relative_to(root).parts
+            if any(part.startswith(".") for part in relative):
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                found.append(ResultFile(path, kind, None, f"{type(exc).__name__}: {exc}"))
+                continue
+            found.append(ResultFile(path, data.get("kind", kind), data))
+    return found
+
+
+def _img(fig: Figure, alt: str, caption: str) -> str:
+    encoded = base64.b64encode(plots.png_bytes(fig)).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _figures(items: Iterable[str]) -> str:
+    return '<div class="figures">' + "".join(items) + "</div>"
+
+
+def _safe_figure(make: Callable[[], Figure], alt: str, caption: str) -> str:
+    """Draw one figure; a figure that cannot be drawn becomes a visible note, not a crash."""
+    try:
+        return _img(make(), alt, caption)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        return f'<p class="note">Figure "{html.escape(alt)}" not drawn: {html.escape(str(exc))}</p>'
+
+
+def _meta(items: Mapping[str, Any]) -> str:
+    parts = [
+        f"<b>{html.escape(k)}</b>: {html.escape(format_value(v))}"
+        for k, v in items.items()
+        if v is not None
+    ]
+    return '<p class="meta">' + " &middot; ".join(parts) + "</p>"
+
+
+def _spectrum_figures(analysis: Mapping[str, Any], label: str) -> list[str]:
+    """Rank plot with the fitted line, CDF against the fit, and the density when present."""
+    eigenvalues = analysis["spectrum"]["eigenvalues"]
+    fit = analysis.get("fit")
+    out = [
+        _safe_figure(
+            lambda: plots.rank_plot(eigenvalues, fit, title=f"Rank plot: {label}"),
+            f"rank plot {label}",
+            "Top Hessian eigenvalues against their rank (log-log) with the maximum-likelihood "
+            "power law lambda_k = lambda_cut (K/k)^s; the legend gives the KS verdict.",
+        )
+    ]
+    if fit is not None:
+        out.append(
+            _safe_figure(
+                lambda: plots.cdf_plot(eigenvalues, fit, title=f"CDF: {label}"),
+                f"CDF {label}",
+                "Empirical CDF of the fitted eigenvalues and the fitted power-law CDF; "
+                "the black bar is the KS distance d_ks.",
+            )
+        )
+    density = analysis.get("density")
+    if density:
+        out.append(
+            _safe_figure(
+                lambda: plots.density_plot(
+                    density["grid"],
+                    density["values"],
+                    eigenvalues=eigenvalues,
+                    title=f"Spectral density: {label}",
+                ),
+                f"density {label}",
+                "Stochastic Lanczos quadrature estimate of the whole spectral density "
+                "(Gaussian-broadened), with the computed top eigenvalues marked.",
+            )
+        )
+    return out
+
+
+def _fit_note(analysis: Mapping[str, Any]) -> str:
+    if analysis.get("fit") is None and analysis.get("fit_error"):
+        return f'<p class="note">No power-law fit: {html.escape(analysis["fit_error"])}</p>'
+    return ""
+
+
+def render_spectrum(result: ResultFile, root: Path) -> str:
+    data = result.data or {}
+    title = f"Spectrum: {data.get('model')} on {data.get('data')}"
+    parts = [f"<h2>{html.escape(title)}</h2>"]
+    parts.append(
+        _meta(
+            {
+                "file": str(result.path.relative_to(root)),
+                "checkpoint": data.get("checkpoint"),
+                "samples": data.get("num_samples"),
+                "parameters": data.get("params"),
+                "dtype": (data.get("config") or {}).get("dtype"),
+                "seconds": data.get("seconds"),
+            }
+        )
+    )
+    analyses = spectrum_analyses(data)
+    rows = [summary_row(a, name=name) for name, a in analyses.items()]
+    parts.append(html_table(rows, SPECTRUM_COLUMNS, caption="Eigenvalues, fit and measures"))
+    parts.extend(_fit_note(analysis) for analysis in analyses.values())
+    if len(analyses) > 1:
+        series = {
+            name: (a["spectrum"]["eigenvalues"], a.get("fit")) for name, a in analyses.items()
+        }
+        parts.append(
+            _figures(
+                [
+                    _safe_figure(
+                        lambda: plots.overlay_rank_plot(
+                            series, title="Per-block spectra", normalize=True
+                        ),
+                        "per-block rank plots",
+                        "Each parameter group's spectrum divided by its own lambda_1, with its "
+                        "fitted power law.",
+                    )
+                ]
+            )
+        )
+    for name, analysis in analyses.items():
+        if len(analyses) > 1:
+            parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(_figures(_spectrum_figures(analysis, name)))
+    return "\n".join(parts)
+
+
+def render_track(result: ResultFile, root: Path) -> str:
+    data = result.data or {}
+    config = data.get("config") or {}
+    parts = [f"<h2>{html.escape('Tracked run: ' + str(data.get('run')))}</h2>"]
+    parts.append(
+        _meta(
+            {
+                "file": str(result.path.relative_to(root)),
+                "model": data.get("model"),
+                "data": data.get("data"),
+                "k": config.get("k"),
+                "samples": config.get("samples"),
+                "parameters": config.get("params"),
+                "checkpoints analysed": len(data.get("entries") or []),
+            }
+        )
+    )
+    rows = track_rows(data)
+    parts.append(html_table(rows, TRACK_COLUMNS, caption="Per checkpoint"))
+    correlations = data.get("correlations") or {}
+    for target, table in correlations.items():
+        parts.append(
+            html_table(
+                correlation_rows(table),
+                CORRELATION_COLUMNS,
+                caption=f"Correlation of each Hessian measure with {target} across checkpoints",
+            )
+        )
+    if len(rows) < 3:
+        parts.append('<p class="note">Fewer than 3 checkpoints: correlations are undefined.</p>')
+    figures = [
+        _safe_figure(
+            lambda: plots.measures_vs_step(rows),
+            "measures vs step",
+            "Power-law and sharpness measures, test loss and generalization gap along training.",
+        )
+    ]
+    for target in ("test_loss", "gap"):
+        if any(r.get(target) is not None for r in rows):
+            figures.append(
+                _safe_figure(
+                    lambda target=target: plots.measures_vs_generalization(
+                        rows, target, correlations=correlations.get(target)
+                    ),
+                    f"measures vs {target}",
+                    f"Each Hessian measure against {target.replace('_', ' ')}, one point per "
+                    "checkpoint (colour = step), with the Pearson correlation.",
+                )
+            )
+    series = {
+        f"step {e.get('step')}": (
+            e["analysis"]["spectrum"]["eigenvalues"],
+            e["analysis"].get("fit"),
+        )
+        for e in data.get("entries") or []
+        if e.get("analysis")
+    }
+    if series:
+        figures.append(
+            _safe_figure(
+                lambda: plots.overlay_rank_plot(
+                    series, title="Spectra along training", normalize=True
+                ),
+                "spectra along training",
+                "Rank plots of every checkpoint, each divided by its lambda_1.",
+            )
+        )
+    parts.append(_figures(figures))
+    return "\n".join(parts)
+
+
+def render_demo(result: ResultFile, root: Path) -> str:
+    data = result.data or {}
+    parts = ["<h2>Demo: random initialisation vs trained network</h2>"]
+    training = data.get("training") or {}
+    parts.append(
+        _meta(
+            {
+                "file": str(result.path.relative_to(root)),
+                "model": data.get("model"),
+                "data": data.get("data"),
+                "epochs": training.get("epochs"),
+                "test accuracy (trained)": training.get("test_accuracy"),
+                "Hessian samples": data.get("num_samples"),
+                "seconds": data.get("seconds"),
+            }
+        )
+    )
+    parts.append(
+        "<p>The paper's Table 1 contrast: the top Hessian eigenvalues of a randomly initialised "
+        "network do not follow a power law in their rank; those of a trained network do "
+        "(d_ks below the critical value d_c).</p>"
+    )
+    parts.append(html_table(data.get("table") or [], DEMO_COLUMNS, caption="Power-law test"))
+    states: Mapping[str, Any] = data.get("states") or {}
+    series = {
+        name: (s["analysis"]["spectrum"]["eigenvalues"], s["analysis"].get("fit"))
+        for name, s in states.items()
+    }
+    figures = [
+        _safe_figure(
+            lambda: plots.overlay_rank_plot(series, title="Random init vs trained"),
+            "random vs trained",
+            "Top eigenvalues of the random-init and trained networks with their fitted power laws.",
+        )
+    ]
+    parts.append(_figures(figures))
+    for name, state in states.items():
+        parts.append(f"<h3>{html.escape(name)}</h3>")
+        parts.append(_fit_note(state["analysis"]))
+        parts.append(_figures(_spectrum_figures(state["analysis"], name)))
+    return "\n".join(parts)
+
+
+_RENDERERS: dict[str, Callable[[ResultFile, Path], str]] = {
+    "demo": render_demo,
+    "spectrum": render_spectrum,
+    "track": render_track,
+}
+
+
+def render_report(root: Path, results: list[ResultFile], title: str | None = None) -> str:
+    """The whole page as a string (no file written)."""
+    sections = []
+    for result in results:
+        if result.data is None:
+            sections.append(
+                f'<p class="note">Could not read {html.escape(str(result.path.relative_to(root)))}'
+                f": {html.escape(str(result.error))}</p>"
+            )
+            continue
+        sections.append(_RENDERERS.get(result.kind, render_spectrum)(result, root))
+    from hessian_powerlaw import __version__
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    heading = title or f"Hessian power-law report: {root.resolve().name}"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(heading)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(heading)}</h1>"
+        f'<p class="meta">hessian-powerlaw {html.escape(__version__)} &middot; {stamp} &middot; '
+        f"{len(results)} result file(s). The power law lambda_k ~ k^-s is tested as in Tang et "
+        "al. (ICML 2025): maximum-likelihood exponent, KS distance d_ks against the critical "
+        "value d_c.</p>" + "\n".join(sections) + "</body></html>\n"
+    )
+
+
+def write_report(directory: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Build ``DIR/report.html`` from every result file under ``DIR``; return its path.
+
+    Raises UserInputError when ``DIR`` is not a folder or holds no result file.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserInputError(f"report folder {str(root)!r} does not exist or is not a folder")
+    results = find_results(root)
+    if not results:
+        names = ", ".join(RESULT_FILES)
+        raise UserInputError(
+            f"no result files ({names}) under {str(root)!r}; run `hessian-powerlaw spectrum`, "
+            "`track` or `demo` with --out there first"
+        )
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise UserInputError(f"cannot write report.html into {str(root)!r}: folder not writable")
+    return atomic_write_text(root / "report.html", render_report(root, results, title))

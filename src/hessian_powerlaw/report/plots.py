@@ -1,0 +1,372 @@
+"""Publication-quality matplotlib figures of Hessian spectra and their power-law fits.
+
+Every function takes plain data (arrays, and fits either as ``PowerLawFit`` objects or as the
+dictionaries their ``to_dict()`` gives) and returns a :class:`matplotlib.figure.Figure` built
+without ``pyplot``: no global state, no GUI backend, safe in tests and threads. Save with
+:func:`save_png` (atomic) or embed with :func:`png_bytes`.
+
+The fitted rank line
+--------------------
+The fit (PAPER.md) models the top ``K`` eigenvalues as samples of the density
+``p(x) ~ x^-beta`` above ``lambda_cut``. Its survival function is ``P(X > x) =
+(x / lambda_cut)^(1 - beta)``, so among ``K`` samples the expected rank of the value ``x`` is
+``r(x) = K (x / lambda_cut)^(1 - beta)``. Inverting gives the rank law the fit predicts,
+
+    lambda_r = lambda_cut * (K / r)^s,    s = 1 / (beta - 1),
+
+a straight line of slope ``-s`` on log-log axes through ``(K, lambda_cut)``. That is the
+line the rank plot draws: the maximum-likelihood fit itself, not a regression on the plot.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from hessian_powerlaw.io import atomic_write_bytes
+
+# legible when the figure is shown at ~600 px wide in the report or a paper column
+_RC = {"font": 11, "title": 12, "legend": 9, "tick": 10}
+_COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+MEASURE_LABELS: dict[str, str] = {
+    "s": "rank exponent $s$",
+    "d_ks": "KS distance $d_{ks}$",
+    "lambda_max": r"$\lambda_{\max}$",
+    "trace": r"trace $\mathrm{tr}(H)$",
+    "beta": r"density exponent $\beta$",
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+    "gap": "gap (test - train loss)",
+}
+
+
+@dataclass(frozen=True)
+class FitView:
+    """The fields of a power-law fit that the figures need, from an object or a dict."""
+
+    k: int
+    lambda_cut: float
+    beta: float
+    s: float
+    sigma_s: float
+    d_ks: float
+    d_c: float
+    is_power_law: bool
+
+    @classmethod
+    def of(cls, fit: Any) -> FitView | None:
+        """Read a ``PowerLawFit`` or its ``to_dict()``; ``None`` stays ``None``."""
+        if fit is None:
+            return None
+        get = fit.get if isinstance(fit, Mapping) else lambda name: getattr(fit, name, None)
+        return cls(
+            k=int(get("k")),
+            lambda_cut=float(get("lambda_cut")),
+            beta=float(get("beta")),
+            s=float(get("s")),
+            sigma_s=_float_or_nan(get("sigma_s")),
+            d_ks=float(get("ks_distance")),
+            d_c=float(get("critical_value")),
+            is_power_law=bool(get("is_power_law")),
+        )
+
+    def verdict(self) -> str:
+        """``d_ks = 0.009 < d_c = 0.043: power law`` (the KS decision, as the paper states it)."""
+        if self.is_power_law:
+            return f"$d_{{ks}}$ = {self.d_ks:.3g} < $d_c$ = {self.d_c:.3g}: power law"
+        return f"$d_{{ks}}$ = {self.d_ks:.3g} $\\geq$ $d_c$ = {self.d_c:.3g}: not power law"
+
+    def exponent(self) -> str:
+        if math.isfinite(self.sigma_s):
+            return f"$s$ = {self.s:.3f} $\\pm$ {self.sigma_s:.3f}"
+        return f"$s$ = {self.s:.3f}"
+
+    def rank_line(self, ranks: np.ndarray) -> np.ndarray:
+        """``lambda_r = lambda_cut (K / r)^s``: the rank law implied by the fitted density."""
+        return self.lambda_cut * (self.k / ranks) ** self.s
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        """Fitted CDF ``F(x) = 1 - (x / lambda_cut)^(1 - beta)`` for ``x >= lambda_cut``."""
+        ratio = np.maximum(np.asarray(x, dtype=float) / self.lambda_cut, 1.0)
+        return 1.0 - ratio ** (1.0 - self.beta)
+
+
+def _float_or_nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _new_figure(width: float = 6.4, height: float = 4.4, ncols: int = 1, nrows: int = 1) -> Any:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.tick_params(labelsize=_RC["tick"])
+        ax.grid(True, which="major", alpha=0.3)
+    return fig, axes
+
+
+def _label(ax: Any, xlabel: str, ylabel: str, title: str | None = None) -> None:
+    ax.set_xlabel(xlabel, fontsize=_RC["font"])
+    ax.set_ylabel(ylabel, fontsize=_RC["font"])
+    if title:
+        ax.set_title(title, fontsize=_RC["title"])
+
+
+def _positive_descending(eigenvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    values = np.asarray(eigenvalues, dtype=float)
+    values = values[np.isfinite(values)]
+    return np.sort(values[values > 0])[::-1]
+
+
+def _draw_rank(ax: Any, eigenvalues: Any, fit: FitView | None, color: str, name: str) -> None:
+    values = _positive_descending(eigenvalues)
+    ranks = np.arange(1, values.size + 1)
+    ax.loglog(ranks, values, "o", ms=3, color=color, alpha=0.75, label=f"{name} eigenvalues")
+    if fit is not None:
+        fit_ranks = np.geomspace(1, fit.k, 200)
+        ax.loglog(
+            fit_ranks,
+            fit.rank_line(fit_ranks),
+            "-",
+            lw=2,
+            color=color,
+            label=f"fit: {fit.exponent()}\n{fit.verdict()}",
+        )
+
+
+def rank_plot(
+    eigenvalues: Sequence[float] | np.ndarray,
+    fit: Any = None,
+    *,
+    title: str | None = None,
+    name: str = "top",
+) -> Figure:
+    """Log-log plot of ``lambda_k`` against ``k`` with the fitted rank law ``k^-s``.
+
+    Only positive eigenvalues can appear on log axes; how many were left out is said in the
+    title so that a spectrum with negative curvature is not misread.
+    """
+    values = np.asarray(eigenvalues, dtype=float)
+    dropped = int(np.sum(~(values > 0)))
+    fig, axes = _new_figure()
+    ax = axes[0, 0]
+    _draw_rank(ax, values, FitView.of(fit), _COLORS[0], name)
+    full_title = title or "Hessian rank plot"
+    if dropped:
+        full_title += f" ({dropped} non-positive not shown)"
+    _label(ax, "rank $k$", r"eigenvalue $\lambda_k$", full_title)
+    ax.legend(fontsize=_RC["legend"], loc="lower left")
+    return fig
+
+
+def overlay_rank_plot(
+    series: Mapping[str, tuple[Any, Any]],
+    *,
+    title: str = "Hessian rank plots",
+    normalize: bool = False,
+) -> Figure:
+    """Several spectra on one log-log rank plot: ``{name: (eigenvalues, fit or None)}``.
+
+    Used for random-init vs trained (the paper's Table 1 contrast) and for per-block spectra.
+    With ``normalize`` every spectrum is divided by its own ``lambda_1`` so that the slopes,
+    which carry the power-law information, can be compared across scales.
+    """
+    fig, axes = _new_figure(width=7.0, height=4.8)
+    ax = axes[0, 0]
+    for i, (name, (eigenvalues, fit)) in enumerate(series.items()):
+        values = _positive_descending(eigenvalues)
+        view = FitView.of(fit)
+        if normalize and values.size:
+            scale = values[0]
+            values = values / scale
+            if view is not None:
+                view = FitView(**{**view.__dict__, "lambda_cut": view.lambda_cut / scale})
+        _draw_rank(ax, values, view, _COLORS[i % len(_COLORS)], name)
+    ylabel = r"$\lambda_k / \lambda_1$" if normalize else r"eigenvalue $\lambda_k$"
+    _label(ax, "rank $k$", ylabel, title)
+    ax.legend(fontsize=_RC["legend"] - 1, loc="lower left", ncol=1 if len(series) < 4 else 2)
+    return fig
+
+
+def ks_location(values: np.ndarray, fit: FitView) -> tuple[float, float, float]:
+    """Where the KS distance is attained: ``(x, F_emp(x) side, F_fit(x))``.
+
+    The supremum of ``|F_emp - F|`` over a step function is reached at a jump, on one of its
+    two sides; both sides are checked, as the fit does.
+    """
+    x = np.sort(values)
+    n = x.size
+    fitted = fit.cdf(x)
+    above = np.arange(1, n + 1) / n - fitted  # right limit of each jump
+    below = fitted - np.arange(0, n) / n  # left limit
+    i_above, i_below = int(np.argmax(above)), int(np.argmax(below))
+    if above[i_above] >= below[i_below]:
+        return float(x[i_above]), (i_above + 1) / n, float(fitted[i_above])
+    return float(x[i_below]), i_below / n, float(fitted[i_below])
+
+
+def cdf_plot(
+    eigenvalues: Sequence[float] | np.ndarray, fit: Any, *, title: str | None = None
+) -> Figure:
+    """Empirical CDF of the fitted eigenvalues against the fitted power-law CDF.
+
+    The vertical bar marks where the KS distance ``d_ks`` is attained.
+    """
+    view = FitView.of(fit)
+    if view is None:
+        raise ValueError("cdf_plot needs a fit; there is none for this spectrum")
+    values = _positive_descending(eigenvalues)[: view.k]
+    x = np.sort(values)
+    fig, axes = _new_figure()
+    ax = axes[0, 0]
+    ax.step(
+        x,
+        np.arange(1, x.size + 1) / x.size,
+        where="post",
+        color=_COLORS[0],
+        lw=1.5,
+        label=f"empirical CDF (top {x.size})",
+    )
+    grid = np.geomspace(x[0], x[-1], 400)
+    ax.plot(
+        grid, view.cdf(grid), color=_COLORS[1], lw=2, label=rf"power law, $\beta$ = {view.beta:.3f}"
+    )
+    at, emp, fitted = ks_location(x, view)
+    ax.plot([at, at], [emp, fitted], color="black", lw=2.5, label=view.verdict())
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    _label(ax, r"eigenvalue $\lambda$", "cumulative probability", title or "CDF: data vs fit")
+    ax.legend(fontsize=_RC["legend"], loc="lower right")
+    return fig
+
+
+def density_plot(
+    grid: Sequence[float] | np.ndarray,
+    density: Sequence[float] | np.ndarray,
+    *,
+    eigenvalues: Sequence[float] | np.ndarray | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Spectral density (stochastic Lanczos quadrature, Gaussian-broadened) on a log y-axis.
+
+    The computed top eigenvalues, when given, are marked as a rug under the curve: the bulk
+    near zero and the outliers the power law describes are visible together.
+    """
+    grid = np.asarray(grid, dtype=float)
+    values = np.asarray(density, dtype=float)
+    fig, axes = _new_figure()
+    ax = axes[0, 0]
+    floor = max(values.max(), 1e-300) * 1e-8  # keep the log axis from collapsing on zeros
+    ax.semilogy(grid, np.maximum(values, floor), color=_COLORS[0], lw=1.8, label="SLQ density")
+    if eigenvalues is not None and len(eigenvalues):
+        top = np.asarray(eigenvalues, dtype=float)
+        ax.plot(
+            top,
+            np.full(top.shape, floor * 10),
+            "|",
+            color=_COLORS[1],
+            ms=12,
+            label="computed top eigenvalues",
+        )
+    ax.set_ylim(bottom=floor)
+    _label(ax, r"eigenvalue $\lambda$", r"density $\phi(\lambda)$", title or "Spectral density")
+    ax.legend(fontsize=_RC["legend"], loc="upper right")
+    return fig
+
+
+def _column(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    return np.array([_float_or_nan(r.get(key)) for r in rows], dtype=float)
+
+
+def measures_vs_step(
+    rows: Sequence[Mapping[str, Any]],
+    measures: Sequence[str] = ("s", "d_ks", "lambda_max", "trace", "test_loss", "gap"),
+    *,
+    title: str = "Hessian measures along training",
+) -> Figure:
+    """One panel per measure against the training step, for the rows of a tracked run.
+
+    Each row maps ``step`` and the measure names to numbers (``None`` for missing, e.g. ``s``
+    when a checkpoint had too few positive eigenvalues). The ``d_ks`` panel also draws the
+    critical value ``d_c`` so that the power-law verdict can be read off.
+    """
+    ncols = 3 if len(measures) > 4 else 2
+    nrows = math.ceil(len(measures) / ncols)
+    fig, axes = _new_figure(width=4.0 * ncols, height=3.2 * nrows, ncols=ncols, nrows=nrows)
+    steps = _column(rows, "step")
+    for ax, key in zip(axes.flat, measures):
+        ax.plot(steps, _column(rows, key), "o-", color=_COLORS[0], lw=1.8, ms=5)
+        if key == "d_ks" and any(r.get("d_c") is not None for r in rows):
+            ax.plot(steps, _column(rows, "d_c"), "--", color=_COLORS[1], label="$d_c$")
+            ax.legend(fontsize=_RC["legend"])
+        _label(ax, "training step", MEASURE_LABELS.get(key, key))
+    for ax in list(axes.flat)[len(measures) :]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=_RC["title"])
+    return fig
+
+
+def measures_vs_generalization(
+    rows: Sequence[Mapping[str, Any]],
+    target: str = "test_loss",
+    measures: Sequence[str] = ("s", "d_ks", "lambda_max", "trace"),
+    *,
+    correlations: Mapping[str, Mapping[str, Any]] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Scatter of each Hessian measure against ``target`` (test loss or gap), coloured by step.
+
+    ``correlations[measure]`` may hold ``pearson_r`` and ``pearson_p`` (as computed by
+    ``measures.correlate``); they are printed in each panel's title. The figure shows the
+    numbers, it does not compute them.
+    """
+    fig, axes = _new_figure(width=3.6 * len(measures), height=3.6, ncols=len(measures))
+    x = _column(rows, target)
+    steps = _column(rows, "step")
+    scatter = None
+    for ax, key in zip(axes.flat, measures):
+        scatter = ax.scatter(x, _column(rows, key), c=steps, cmap="viridis", s=40, zorder=3)
+        stats = (correlations or {}).get(key) or {}
+        subtitle = None
+        if stats.get("pearson_r") is not None:
+            subtitle = f"Pearson r = {stats['pearson_r']:.2f}"
+            if stats.get("pearson_p") is not None:
+                subtitle += f" (p = {stats['pearson_p']:.2g})"
+        _label(ax, MEASURE_LABELS.get(target, target), MEASURE_LABELS.get(key, key), subtitle)
+    if scatter is not None:
+        fig.colorbar(scatter, ax=list(axes.flat), label="training step", shrink=0.85)
+    fig.suptitle(
+        title or f"Hessian measures vs {MEASURE_LABELS.get(target, target)}", fontsize=_RC["title"]
+    )
+    return fig
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (what the HTML report embeds as base64)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
+    """Write the figure as a PNG atomically (temporary file + rename)."""
+    return atomic_write_bytes(path, png_bytes(fig, dpi=dpi))

@@ -1,0 +1,148 @@
+"""Summary rows and tables of analyses, as text (terminal) and as HTML (report).
+
+These work on the dictionaries our JSON files hold (``Analysis.to_dict()``), so the command
+line, the report and a user reading the JSON all see the same numbers. No torch here.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# (key, header) of the columns the demo and the spectrum summary print
+SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("model", "model"),
+    ("state", "state"),
+    ("k", "k"),
+    ("s", "s"),
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("lambda_max", "lambda_max"),
+    ("trace", "trace"),
+)
+
+
+def format_value(value: Any, digits: int = 4) -> str:
+    """One cell: ``None``/NaN -> ``-``, booleans -> yes/no, floats to ``digits`` significant."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "-"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def summary_row(analysis: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
+    """The numbers a reader wants first from one ``Analysis.to_dict()``.
+
+    ``labels`` (e.g. ``model="lenet", state="trained"``) are put in front of the row.
+    Convergence is reported as ``converged/requested`` next to the largest relative residual
+    ``||H v - lambda v|| / |lambda_1|``: an eigenvalue is only as good as its residual.
+    """
+    measures = analysis.get("measures") or {}
+    spectrum = analysis.get("spectrum") or {}
+    fit = analysis.get("fit") or {}
+    residuals = [r for r in (spectrum.get("residuals") or []) if r is not None]
+    converged = spectrum.get("converged") or []
+    return {
+        **labels,
+        "k": len(spectrum.get("eigenvalues") or []),
+        "k_fit": fit.get("k"),
+        "s": measures.get("s"),
+        "sigma_s": fit.get("sigma_s"),
+        "d_ks": measures.get("d_ks"),
+        "d_c": measures.get("d_c"),
+        "power_law": measures.get("is_power_law"),
+        "lambda_max": measures.get("lambda_max"),
+        "trace": measures.get("trace"),
+        "trace_stderr": measures.get("trace_stderr"),
+        "converged": f"{sum(bool(c) for c in converged)}/{len(converged)}",
+        "max_residual": max(residuals) if residuals else None,
+        "num_params": analysis.get("num_params"),
+        "seconds": analysis.get("seconds"),
+        "fit_note": analysis.get("fit_error"),
+    }
+
+
+def text_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]] = SUMMARY_COLUMNS
+) -> str:
+    """A plain aligned table (right-aligned numbers) for the terminal and the README."""
+    header = [title for _, title in columns]
+    cells = [[format_value(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in cells:
+        lines.append(
+            "  ".join(
+                c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(row, widths)
+            ).rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def html_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    caption: str | None = None,
+) -> str:
+    """An HTML table; every cell is escaped. Power-law verdicts get a class for colouring."""
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            value = row.get(key)
+            css = ""
+            if key in ("power_law", "is_power_law") and isinstance(value, bool):
+                css = ' class="yes"' if value else ' class="no"'
+            cells.append(f"<td{css}>{html.escape(format_value(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+CORRELATION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("measure", "measure"),
+    ("n", "n"),
+    ("pearson_r", "Pearson r"),
+    ("pearson_p", "p"),
+    ("spearman_rho", "Spearman rho"),
+    ("spearman_p", "p"),
+    ("kendall_tau", "Kendall tau"),
+    ("kendall_p", "p"),
+    ("reason", "note"),
+)
+
+
+def correlation_rows(correlations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``{measure: {pearson_r, pearson_p, ...}}`` -> table rows with a ``measure`` column."""
+    return [{"measure": name, **dict(stats)} for name, stats in correlations.items()]
+
+
+def track_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per checkpoint: training metrics next to the Hessian measures."""
+    rows = []
+    for entry in data.get("entries") or []:
+        row = summary_row(entry.get("analysis") or {"measures": entry.get("measures")})
+        row.update({k: v for k, v in entry.items() if k not in ("analysis", "measures")})
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r.get("step") is None, r.get("step") or 0))

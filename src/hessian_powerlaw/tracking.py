@@ -1,0 +1,387 @@
+"""Hessian analyses across model states: a run's checkpoints (``track``) and the demo.
+
+:func:`track_run` analyses each checkpoint of a training run (see ``training.py``), records
+its train/test loss and accuracy and the generalization gap (test loss - train loss), and
+correlates every Hessian measure with test loss and with the gap across checkpoints
+(Pearson, Spearman, Kendall and their p-values, from ``measures.correlate``). ``RUN/track.json``
+is rewritten atomically after every checkpoint, so an interruption (Ctrl-C) keeps every
+finished checkpoint, and a second call skips the checkpoints already analysed with the same
+settings.
+
+:func:`run_demo` is the embedded default: a LeNet trained on digits, and the spectra of its
+random initialisation and of the trained network side by side (the paper's Table 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hessian_powerlaw._results import ResultMixin, to_jsonable
+from hessian_powerlaw.analysis import (
+    _check_positive_int,
+    _dtype_name,
+    _validate,
+    analyze,
+    default_num_samples,
+    parameter_groups,
+    parse_dtype,
+    versions,
+)
+from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.io import atomic_write_json
+
+# Hessian measures correlated with generalization, and the targets they are correlated with
+TRACKED_MEASURES: tuple[str, ...] = ("s", "d_ks", "lambda_max", "trace", "beta")
+TARGETS: tuple[str, ...] = ("test_loss", "gap")
+TRACK_FILE = "track.json"
+
+
+@dataclass(frozen=True)
+class TrackResult(ResultMixin):
+    """``RUN/track.json``: one entry per analysed checkpoint, and the correlations.
+
+    Each entry holds ``checkpoint``, ``step``, ``epoch``, ``train_loss``, ``train_accuracy``,
+    ``test_loss``, ``test_accuracy``, ``gap``, ``measures`` (the flat measure dictionary of
+    :class:`~hessian_powerlaw.analysis.Analysis`) and ``analysis`` (the whole analysis).
+    ``correlations[target][measure]`` is a ``measures.Correlation`` as a dict: ``n``,
+    ``n_dropped``, ``pearson_r``, ``pearson_p``, ``spearman_rho``, ``spearman_p``,
+    ``kendall_tau``, ``kendall_p`` and ``reason`` (coefficients ``None`` when undefined).
+    """
+
+    run: str
+    model: str
+    data: str
+    settings: dict[str, Any]
+    entries: list[dict[str, Any]]
+    correlations: dict[str, dict[str, dict[str, Any]]]
+    complete: bool
+    versions: dict[str, str]
+    seconds: float
+    kind: str = field(default="track")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.settings
+
+
+def select_checkpoints(checkpoints: Sequence[tuple[int, str]], every: int) -> list[tuple[int, str]]:
+    """Every ``every``-th checkpoint in step order, always with the last one."""
+    ordered = sorted(checkpoints)
+    chosen = ordered[::every]
+    if ordered and chosen[-1] != ordered[-1]:
+        chosen.append(ordered[-1])
+    return chosen
+
+
+def _metrics_by_step(metrics: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[str, Any]]:
+    """The last metrics record of each step (the training loop writes one per evaluation)."""
+    return {int(m["step"]): m for m in metrics if "step" in m}
+
+
+def _generalization(metrics: Mapping[str, Any] | None, data: Any, model: Any) -> dict[str, Any]:
+    """Train/test loss and accuracy at a checkpoint, and the gap test loss - train loss.
+
+    Taken from the run's own ``metrics.jsonl`` when it evaluated at that step; otherwise
+    evaluated here with the data bundle's ``evaluate``.
+    """
+    keys = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+    if metrics is not None and all(metrics.get(key) is not None for key in keys):
+        values = {key: float(metrics[key]) for key in keys}
+    else:
+        train, test = data.evaluate(model, "train"), data.evaluate(model, "test")
+        values = {
+            "train_loss": float(train["loss"]),
+            "train_accuracy": float(train["accuracy"]),
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+        }
+    values["gap"] = values["test_loss"] - values["train_loss"]
+    return values
+
+
+def correlations_of(entries: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{target: {measure: Correlation.to_dict()}}`` across ``entries`` (checkpoints).
+
+    ``measures.correlation_table`` gives Pearson, Spearman and Kendall with p-values; a
+    checkpoint where a measure is undefined (no fit) is dropped from that pair and counted,
+    and fewer than 3 points give ``None`` coefficients with the reason.
+    """
+    from hessian_powerlaw.measures import correlation_table
+
+    measures = {
+        name: [(e.get("measures") or {}).get(name) for e in entries] for name in TRACKED_MEASURES
+    }
+    targets = {name: [e.get(name) for e in entries] for name in TARGETS}
+    table: dict[str, dict[str, dict[str, Any]]] = {target: {} for target in TARGETS}
+    for row in correlation_table(measures, targets):
+        record = row.to_dict()
+        table[record.pop("target")][record.pop("measure")] = record
+    return table
+
+
+def _read_previous(path: Path, settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Entries of an earlier ``track.json`` made with the same settings (resumption)."""
+    if not path.is_file():
+        return []
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # a damaged file is recomputed, never trusted
+    if previous.get("settings") != to_jsonable(dict(settings)):
+        return []
+    return [e for e in previous.get("entries") or [] if e.get("analysis") and e.get("checkpoint")]
+
+
+def track_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    k: int = 100,
+    every: int = 1,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    params: Any = None,
+    dtype: str = "float64",
+    tol: float = 1e-6,
+    max_matvecs: int | None = None,
+    trace_matvecs: int = 100,
+    alpha: float = 0.05,
+    seed: int = 0,
+    progress: bool = False,
+    figures: bool = True,
+    on_entry: Callable[[dict[str, Any]], None] | None = None,
+) -> TrackResult:
+    """Analyse the checkpoints of the training run in ``run_dir``; write ``RUN/track.json``.
+
+    The Hessian of every checkpoint is taken on the same fixed ``samples`` training samples
+    (the run's own training data, label noise included). ``every`` analyses every N-th
+    checkpoint (and always the last). Checkpoints already in ``track.json`` with the same
+    settings are reused. ``on_entry`` is called with each newly finished entry.
+    """
+    from hessian_powerlaw.training import load_config_data, load_run, load_weights
+    from hessian_powerlaw.zoo import build_model
+
+    _validate(k, tol, trace_matvecs, alpha)
+    _check_positive_int(every, "every")
+    if params == "per-block":
+        raise UserInputError("track analyses one parameter selection; per-block is for spectrum")
+    start = time.perf_counter()
+    run = load_run(run_dir)
+    checkpoints = run_checkpoints(run)
+    if not checkpoints:
+        raise UserInputError(f"run folder {str(run_dir)!r} has no checkpoints to track")
+    chosen = select_checkpoints(checkpoints, every)
+    data = load_config_data(run.config)
+    num_samples = samples if samples is not None else default_num_samples(data)
+    _check_positive_int(num_samples, "samples")
+    batches = data.hessian_batches(num_samples, batch_size, seed)
+    settings = {
+        "k": k,
+        "every": every,
+        "samples": min(num_samples, data.num_train),
+        "batch_size": batch_size,
+        "params": params,
+        "dtype": _dtype_name(parse_dtype(dtype)),
+        "tol": tol,
+        "max_matvecs": max_matvecs,
+        "trace_matvecs": trace_matvecs,
+        "alpha": alpha,
+        "seed": seed,
+    }
+    path = Path(run.path) / TRACK_FILE
+    done = {e["checkpoint"]: e for e in _read_previous(path, settings)}
+    metrics = _metrics_by_step(run.metrics)
+    entries: list[dict[str, Any]] = []
+
+    def save(complete: bool) -> TrackResult:
+        entries.sort(key=lambda e: e["step"])
+        result = TrackResult(
+            run=str(run.path),
+            model=run.config.model,
+            data=run.config.data,
+            settings=settings,
+            entries=list(entries),
+            correlations=correlations_of(entries),
+            complete=complete,
+            versions=versions(),
+            seconds=time.perf_counter() - start,
+        )
+        atomic_write_json(path, result)
+        return result
+
+    for step, ckpt in chosen:
+        name = Path(ckpt).name
+        if name in done:
+            entries.append(done[name])
+            continue
+        model = build_model(run.config.model, data, seed=run.config.seed)
+        load_weights(model, ckpt)
+        model.eval()
+        (group,) = parameter_groups(model, params).values()
+        analysis = analyze(
+            model,
+            data.loss,
+            batches,
+            k=k,
+            params=group,
+            dtype=dtype,
+            tol=tol,
+            max_matvecs=max_matvecs,
+            trace_matvecs=trace_matvecs,
+            alpha=alpha,
+            seed=seed,
+            progress=progress,
+        )
+        record = analysis.to_dict()
+        entry = {
+            "checkpoint": name,
+            "step": int(step),
+            "epoch": (metrics.get(int(step)) or {}).get("epoch"),
+            **_generalization(metrics.get(int(step)), data, model),
+            "measures": record["measures"],
+            "analysis": record,
+        }
+        entries.append(entry)
+        save(complete=False)  # finished checkpoints survive an interruption
+        if on_entry is not None:
+            on_entry(entry)
+    result = save(complete=True)
+    if figures:
+        from hessian_powerlaw.report.outputs import write_track_figures
+
+        write_track_figures(result.to_dict(), Path(run.path))
+    return result
+
+
+def run_checkpoints(run: Any) -> list[tuple[int, str]]:
+    """``(step, path)`` of a run's ``ckpt-*.pt``, plus ``final.pt`` when it is a later step."""
+    from hessian_powerlaw.io import load_checkpoint
+
+    checkpoints = [(int(step), str(path)) for step, path in run.checkpoints]
+    if run.final:
+        payload = load_checkpoint(run.final)
+        final_step = int(payload["step"]) if isinstance(payload, Mapping) else -1
+        if final_step not in {step for step, _ in checkpoints}:
+            checkpoints.append((final_step, str(run.final)))
+    return sorted(checkpoints)
+
+
+# --------------------------------------------------------------------------------------
+# The demo: random init vs trained (the paper's Table 1 contrast)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoSettings(ResultMixin):
+    """Scale of the demo. The defaults finish in under 3 minutes on 2 CPU cores; ``quick``
+    in under 1 minute (see :data:`DEMO_PRESETS`)."""
+
+    model: str
+    data: str
+    epochs: int
+    batch_size: int
+    k: int
+    samples: int | None
+    trace_matvecs: int
+    density: bool
+    seed: int = 0
+
+
+DEMO_PRESETS: dict[str, DemoSettings] = {
+    "default": DemoSettings("lenet", "digits", epochs=20, batch_size=128, k=100, samples=None,
+                            trace_matvecs=60, density=True),
+    "quick": DemoSettings("lenet", "digits", epochs=8, batch_size=128, k=40, samples=600,
+                          trace_matvecs=30, density=False),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DemoResult(ResultMixin):
+    """``demo.json``: the training run, and the analysis of each state with the table."""
+
+    out: str
+    model: str
+    data: str
+    num_samples: int
+    training: dict[str, Any]
+    states: dict[str, dict[str, Any]]
+    table: list[dict[str, Any]]
+    settings: DemoSettings
+    versions: dict[str, str]
+    seconds: float
+    kind: str = field(default="demo")
+
+
+def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
+    """One row per state: model, state, k, s, d_ks, d_c, power law?, lambda_max, trace."""
+    from hessian_powerlaw.report.tables import summary_row
+
+    rows = []
+    for name, state in states.items():
+        row = summary_row(state["analysis"], model=model, state=name)
+        row["test_accuracy"] = state["evaluation"]["test"]["accuracy"]
+        rows.append(row)
+    return rows
+
+
+def run_demo(
+    out: str | os.PathLike[str] = "results/demo",
+    *,
+    quick: bool = False,
+    settings: DemoSettings | None = None,
+    progress: bool = False,
+) -> DemoResult:
+    """Train a LeNet on digits, analyse its random-init and trained Hessians, write outputs.
+
+    ``OUT`` receives ``demo.json``, ``demo.png`` (both rank plots with their fits), one rank
+    plot per state, ``report.html`` and the training run folder ``run/``; everything appears
+    at once when the demo finishes (``io.staged_dir``), nothing if it fails.
+    """
+    from hessian_powerlaw.io import staged_dir
+    from hessian_powerlaw.report.html import write_report
+    from hessian_powerlaw.report.outputs import write_demo_figures
+    from hessian_powerlaw.training import TrainConfig, load_config_data, load_weights, train
+    from hessian_powerlaw.zoo import build_model
+
+    chosen = settings or DEMO_PRESETS["quick" if quick else "default"]
+    start = time.perf_counter()
+    with staged_dir(out) as stage:
+        config = TrainConfig(
+            model=chosen.model, data=chosen.data, epochs=chosen.epochs,
+            batch_size=chosen.batch_size, seed=chosen.seed,
+        )  # fmt: skip
+        data = load_config_data(config)
+        trained = train(config, stage / "run", progress=progress, data=data)
+        batches = data.hessian_batches(chosen.samples, None, chosen.seed)
+        num_samples = sum(int(b[1].shape[0]) for b in batches)
+        models = {"random init": build_model(config.model, data, seed=config.seed)}
+        models["trained"] = build_model(config.model, data, seed=config.seed)
+        load_weights(models["trained"], stage / "run" / "final.pt")
+        states: dict[str, dict[str, Any]] = {}
+        for name, model in models.items():
+            model.eval()
+            analysis = analyze(model, data.loss, batches, k=chosen.k, alpha=0.05,
+                               trace_matvecs=chosen.trace_matvecs, density=chosen.density,
+                               seed=chosen.seed, progress=progress)  # fmt: skip
+            evaluation = {split: dict(data.evaluate(model, split)) for split in ("train", "test")}
+            states[name] = {"analysis": analysis.to_dict(), "evaluation": evaluation}
+        training = {
+            "epochs": config.epochs, "steps": trained.steps, "batch_size": config.batch_size,
+            "optimizer": config.optimizer, "lr": config.lr, "seconds": trained.seconds,
+            **trained.final_metrics,
+        }  # fmt: skip
+        result = DemoResult(
+            out=str(out), model=chosen.model, data=chosen.data, num_samples=num_samples,
+            training=training, states=states, table=demo_table(states, chosen.model),
+            settings=chosen, versions=versions(), seconds=time.perf_counter() - start,
+        )  # fmt: skip
+        record = result.to_dict()
+        atomic_write_json(stage / "demo.json", record)
+        write_demo_figures(record, stage)
+        write_report(stage, title="hessian-powerlaw demo: random init vs trained LeNet")
+    return result
