@@ -2,6 +2,19 @@
 
 from hessian_powerlaw.solvers._spectrum import Spectrum
 from hessian_powerlaw.solvers.dense import DENSE_MAX_N, dense_eigenpairs, dense_matrix
+from hessian_powerlaw.solvers.density import SpectralDensity, broadened_density, spectral_density
 from hessian_powerlaw.solvers.lanczos import top_eigenpairs
+from hessian_powerlaw.solvers.trace import TraceEstimate, hutchinson_trace
 
-__all__ = ["DENSE_MAX_N", "Spectrum", "dense_eigenpairs", "dense_matrix", "top_eigenpairs"]
+__all__ = [
+    "DENSE_MAX_N",
+    "SpectralDensity",
+    "Spectrum",
+    "TraceEstimate",
+    "broadened_density",
+    "dense_eigenpairs",
+    "dense_matrix",
+    "hutchinson_trace",
+    "spectral_density",
+    "top_eigenpairs",
+]
