@@ -1,0 +1,69 @@
+"""``hessian-powerlaw train``: the acceptance runs on digits, resumption and user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hessian_powerlaw.cli import main
+from hessian_powerlaw.training import load_run
+
+
+def run_cli(*argv: str) -> int:
+    return main(["train", *argv])
+
+
+@pytest.mark.parametrize("model, threshold", [("lenet", 0.95), ("fcn:2x100", 0.93)])
+def test_digits_acceptance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, threshold: float
+) -> None:
+    out = tmp_path / "run"
+    rc = run_cli(
+        "--model", model, "--data", "digits", "--epochs", "30", "--out", str(out), "--quiet"
+    )
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out and captured.err == ""  # --quiet: no bars
+    final = load_run(out).metrics[-1]
+    assert final["epoch"] == 30
+    assert final["test_accuracy"] >= threshold, final
+
+
+def test_checkpoints_json_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--model", "fcn:1x16", "--data", "digits:200", "--epochs", "3", "--batch-size", "50"]
+    args += ["--checkpoint-epochs", "0,2", "--out", str(tmp_path / "r"), "--quiet"]
+    assert run_cli(*args, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 12 and result["config"]["checkpoint_epochs"] == [0, 2]
+    assert [s for s, _ in load_run(tmp_path / "r").checkpoints] == [0, 8]
+    assert run_cli(*args) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "lenett", "--data", "digits"], "unknown model spec 'lenett'"),
+        (["--model", "lenet", "--data", "digitz"], "unknown data spec 'digitz'"),
+        (["--model", "lenet", "--data", "digits", "--label-noise", "2"], "label_noise"),
+        (["--model", "lenet", "--data", "digits", "--optimizer", "foo"], "unknown optimizer"),
+    ],
+)
+def test_user_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert run_cli(*argv, "--out", str(tmp_path / "r"), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_argument_errors(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_cli("--model", "lenet", "--data", "digits", "--out", str(tmp_path), "--epochs", "2",
+                "--steps", "5")  # fmt: skip
+    assert info.value.code == 2
+    with pytest.raises(SystemExit):
+        run_cli("--model", "lenet", "--data", "digits", "--out", str(tmp_path),
+                "--checkpoint-epochs", "1,x")  # fmt: skip
