@@ -27,15 +27,15 @@ from hessian_powerlaw import distributed  # noqa: E402
 
 CASES = ("mlp", "chargpt")
 # Top eigenpairs compared between the runs, and the solver tolerance.
-K = {"mlp": 40, "chargpt": 30}
-TOL = 1e-10
+K = {"mlp": 30, "chargpt": 20}
+TOL = 1e-8
 
 
 def build(case: str, samples_delta: int = 0) -> tuple[torch.nn.Module, Any, list[Any], Any]:
     """(model, loss, batches, params) in float64, identical in every process.
 
     ``mlp``: the 64-16-10 tanh MLP of tests.reference on 300 digits in 3 batches of 100.
-    ``chargpt``: chargpt:1x16 on 12 Shakespeare windows of 32 characters in 3 batches of 4,
+    ``chargpt``: chargpt:1x16 on 8 Shakespeare windows of 16 characters in 2 batches of 4,
     with the Hessian over the attention parameters of its block (``blocks.0.attn.*``).
     """
     if case == "mlp":
@@ -49,9 +49,9 @@ def build(case: str, samples_delta: int = 0) -> tuple[torch.nn.Module, Any, list
         from hessian_powerlaw import zoo
         from hessian_powerlaw.zoo.text import load_text_data
 
-        data = load_text_data("shakespeare", model_spec="chargpt:1x16", seq_len=32)
+        data = load_text_data("shakespeare", model_spec="chargpt:1x16", seq_len=16)
         model = zoo.build_model("chargpt:1x16", data, seed=0).to(torch.float64)
-        batches = data.hessian_batches(num_samples=12 + samples_delta, batch_size=4, seed=0)
+        batches = data.hessian_batches(num_samples=8 + samples_delta, batch_size=4, seed=0)
         return model, data.loss, batches, "blocks.0.attn.*"
     raise ValueError(f"case must be one of {CASES}, got {case!r}")
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.solvers.trace import rademacher
@@ -82,6 +83,7 @@ def spectral_density(
     if not isinstance(lanczos_steps, int) or lanczos_steps < 1:
         raise UserInputError(f"lanczos_steps must be a positive integer, got {lanczos_steps!r}")
     steps = min(lanczos_steps, n)
+    distributed.check_consistent(n=n, num_probes=num_probes, lanczos_steps=steps, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     before = int(getattr(op, "num_matvecs", 0))

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 
@@ -66,6 +67,7 @@ def hutchinson_trace(
         raise UserInputError(f"num_matvecs must be an integer >= {least} for {method}")
     if block_size < 1:
         raise UserInputError(f"block_size must be >= 1, got {block_size}")
+    distributed.check_consistent(n=int(op.n), num_matvecs=num_matvecs, method=method, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     passes_before = getattr(op, "num_data_passes", None)
@@ -90,7 +92,8 @@ def hutchinson_trace(
 def rademacher(n: int, count: int, gen: torch.Generator, op: Any) -> Tensor:
     """``count`` columns of independent +-1 entries, in the operator's dtype and device."""
     signs = torch.randint(0, 2, (n, count), generator=gen, dtype=torch.int64) * 2 - 1
-    return signs.to(device=op.device, dtype=op.dtype)
+    # identical on every rank by construction under torch.distributed: rank 0's draw
+    return distributed.broadcast(signs.to(device=op.device, dtype=op.dtype))
 
 
 def _apply_blocked(op: Any, X: Tensor, block_size: int) -> Tensor:
