@@ -34,6 +34,7 @@ information about inputs). Inputs are standardised per channel with training sta
 
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import os
@@ -257,7 +258,21 @@ class ImageData:
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into a numpy array with plain numpy, no pickle."""
+    """Read an IDX file (gzipped or not) into a read-only numpy array with plain numpy.
+
+    Files are cached per process by (path, modification time, size): sweeps that load the
+    same dataset many times decompress it once.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise UserInputError(f"cannot read IDX file {str(p)!r}: {exc.strerror}") from None
+    return _read_idx_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     try:
@@ -277,7 +292,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
             f"IDX file {str(p)!r} is truncated or corrupt: header says {dims}, "
             f"found {len(raw) - offset} data bytes instead of {expected}"
         )
-    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims)
+    return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims)  # read-only view
 
 
 _IDX_NAMES = {
@@ -440,7 +455,7 @@ def _standardize(train_x: torch.Tensor, test_x: torch.Tensor) -> tuple[torch.Ten
 
 def _as_nchw(images: np.ndarray) -> torch.Tensor:
     """uint8/float arrays (N, H, W) or (N, C, H, W) -> float32 tensor (N, C, H, W)."""
-    arr = np.asarray(images, dtype=np.float32)
+    arr = np.array(images, dtype=np.float32)  # a copy: never alias cached arrays
     if arr.ndim == 3:
         arr = arr[:, None]
     return torch.from_numpy(np.ascontiguousarray(arr))
@@ -522,8 +537,9 @@ def _build_bundle(
     normalize: bool,
 ) -> ImageData:
     train_x_np, train_y_np, test_x_np, test_y_np = arrays
-    train_y_np = np.asarray(train_y_np, dtype=np.int64)
-    test_y_np = np.asarray(test_y_np, dtype=np.int64)
+    # copies: the raw arrays may be cached, read-only views
+    train_y_np = np.array(train_y_np, dtype=np.int64)
+    test_y_np = np.array(test_y_np, dtype=np.int64)
     num_classes = int(max(train_y_np.max(), test_y_np.max())) + 1
     if count is not None:
         if count > train_y_np.shape[0]:
