@@ -42,6 +42,7 @@ def digits_mlp(
     n_samples: int = 200,
     num_batches: int = 1,
     dtype: torch.dtype = torch.float64,
+    train_steps: int = 0,
 ) -> tuple[nn.Module, nn.Module, list[tuple[Tensor, Tensor]]]:
     """A small tanh MLP 64 -> hidden... -> 10 on digits, its criterion, and its batches.
 
@@ -49,6 +50,9 @@ def digits_mlp(
     limit is 3,000). The data are split into ``num_batches`` contiguous batches of nearly
     equal size (``torch.tensor_split``), so unequal batch sizes occur when ``num_batches``
     does not divide ``n_samples``. tanh keeps the loss smooth, so the Hessian is well defined.
+    ``train_steps > 0`` first trains the model with that many full-batch Adam steps
+    (lr 0.01, deterministic): a trained model has the decaying spectrum of real use, a
+    random one a flat, strongly indefinite one.
     """
     sizes = [hidden] if isinstance(hidden, int) else list(hidden)
     torch.manual_seed(seed)
@@ -60,8 +64,16 @@ def digits_mlp(
     layers.append(nn.Linear(width, 10))
     model = nn.Sequential(*layers).to(dtype)
     X, y = digits_data(n_samples, dtype)
+    criterion = nn.CrossEntropyLoss()
+    if train_steps > 0:
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        for _ in range(train_steps):
+            optimizer.zero_grad()
+            criterion(model(X), y).backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
     batches = list(zip(torch.tensor_split(X, num_batches), torch.tensor_split(y, num_batches)))
-    return model, nn.CrossEntropyLoss(), batches
+    return model, criterion, batches
 
 
 def flat_params(model: nn.Module, param_names: Sequence[str] | None = None) -> Tensor:

@@ -19,8 +19,8 @@ class Spectrum(ResultMixin):
         eigenvalues: float64 numpy array, descending.
         eigenvectors: ``(n, k)`` numpy array whose column ``i`` belongs to ``eigenvalues[i]``,
             or None when not requested (never included in ``to_dict()``).
-        residuals: ``||H v_i - lambda_i v_i|| / |lambda_1|`` per pair, where ``lambda_1`` is the
-            eigenvalue of largest magnitude found (the relative residual of DESIGN.md).
+        residuals: ``||H v_i - lambda_i v_i|| / scale`` per pair (the relative residual of
+            DESIGN.md, ``||H v - lambda v|| / |lambda_1|``).
         converged: bool mask, ``residuals <= tol``; unconverged pairs are never hidden.
         num_matvecs: operator columns applied by the solver.
         num_data_passes: passes over the data (None when the operator has no data).
@@ -29,6 +29,8 @@ class Spectrum(ResultMixin):
         which: ``"largest"``, ``"smallest"``, ``"both"`` or ``"all"`` (dense).
         method: ``"block-lanczos"`` or ``"dense"``.
         n: the operator's dimension.
+        scale: ``|lambda_1|``, the largest Ritz value in magnitude the solver saw (a lower
+            bound of ``||H||_2``); ``residuals * scale`` are the absolute residuals.
     """
 
     eigenvalues: np.ndarray
@@ -42,6 +44,7 @@ class Spectrum(ResultMixin):
     which: str
     method: str
     n: int
+    scale: float
 
     _skip_in_dict = ("eigenvectors",)
 

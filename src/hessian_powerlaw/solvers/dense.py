@@ -75,4 +75,5 @@ def dense_eigenpairs(
         which="all",
         method="dense",
         n=int(op.n),
+        scale=scale,
     )

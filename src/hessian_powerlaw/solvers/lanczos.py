@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hessian_powerlaw import distributed
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.progress import progress_bar
 from hessian_powerlaw.solvers._spectrum import Spectrum
@@ -96,6 +97,10 @@ def top_eigenpairs(
     if max_matvecs < p:
         raise UserInputError(f"max_matvecs={max_matvecs} is below one block ({p}); raise it")
 
+    # under torch.distributed every rank must run this same solve (one clear error if not)
+    distributed.check_consistent(
+        n=n, k=k, tol=tol, which=which, block=p, basis=m_max, max_matvecs=max_matvecs, seed=seed
+    )
     solver = _BlockLanczos(op, p, m_max, k, k_want, which, tol, seed)
     start = time.perf_counter()
     passes_before = getattr(op, "num_data_passes", None)
@@ -119,6 +124,7 @@ def top_eigenpairs(
         which=which,
         method="block-lanczos",
         n=n,
+        scale=result.scale,
     )
 
 
@@ -148,6 +154,7 @@ class _Result:
     values: np.ndarray  # descending
     vectors: np.ndarray
     residuals: np.ndarray
+    scale: float
 
 
 class _BlockLanczos:
@@ -307,7 +314,9 @@ class _BlockLanczos:
         HY = self.HQ @ S_w
         R = HY.to(torch.float64) - Y.to(torch.float64) * vals.to(self.device)
         residuals = torch.linalg.vector_norm(R, dim=0).cpu().numpy() / scale
-        return _Result(values=theta[order].copy(), vectors=Y.cpu().numpy(), residuals=residuals)
+        return _Result(
+            values=theta[order].copy(), vectors=Y.cpu().numpy(), residuals=residuals, scale=scale
+        )
 
     # ------------------------------------------------------------------ restart
 
@@ -329,4 +338,5 @@ class _BlockLanczos:
 
     def _random(self, count: int) -> Tensor:
         X = torch.randn((self.n, count), generator=self.gen, dtype=torch.float64)
-        return X.to(device=self.device, dtype=self.dtype)
+        # identical on every rank by construction under torch.distributed: rank 0's draw
+        return distributed.broadcast(X.to(device=self.device, dtype=self.dtype))
