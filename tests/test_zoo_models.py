@@ -158,3 +158,22 @@ def test_language_model_specs_dispatch(digits, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "hessian_powerlaw.zoo.hf", hf)
     assert build_model("chargpt:2x32", digits, seed=4) == ("gpt", "chargpt:2x32", digits, 4)
     assert build_model("hf:/models/tiny", digits) == ("hf", "/models/tiny", digits)
+
+
+def test_zoo_model_and_batches_give_the_explicit_hessian(digits) -> None:
+    """A zoo model with the bundle's loss and Hessian batches feeds the operator: H V must
+    equal the explicit Hessian (torch.func.hessian) of the same mean loss, in float64."""
+    from hessian_powerlaw.operators import HessianOperator
+
+    from .reference import explicit_hessian
+
+    model = build_model("fcn:1x8", digits, seed=0).double()
+    batches = [
+        (x.double(), y) for x, y in digits.hessian_batches(num_samples=60, batch_size=25, seed=2)
+    ]
+    assert [len(y) for _, y in batches] == [25, 25, 10]
+    H = explicit_hessian(model, digits.loss, batches)
+    op = HessianOperator(model, digits.loss, batches, dtype=torch.float64)
+    assert op.n == H.shape[0] == 64 * 8 + 8 + 8 * 10 + 10
+    HV = op.matmat(torch.eye(op.n, dtype=torch.float64))
+    torch.testing.assert_close(HV, H, rtol=0, atol=1e-10 * float(H.abs().max()))
