@@ -17,7 +17,7 @@ from hessian_powerlaw import __version__
 from hessian_powerlaw.errors import UserInputError
 
 # sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("demo", "spectrum", "fit", "train", "track", "report")
+COMMANDS: tuple[str, ...] = ("demo", "spectrum", "fit", "train", "track", "report", "reproduce")
 
 PROG = "hessian-powerlaw"
 

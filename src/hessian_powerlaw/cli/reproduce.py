@@ -1,0 +1,149 @@
+"""``hessian-powerlaw reproduce NAME``: rerun one of the paper's findings, or ``all`` of them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
+from hessian_powerlaw.errors import UserInputError
+
+# the experiment names, without importing the library (``--help`` stays fast)
+NAMES: tuple[str, ...] = (
+    "trained-vs-random",
+    "optimizers",
+    "batch-size",
+    "width",
+    "depth",
+    "data-size",
+    "label-noise",
+    "training-progress",
+    "eigengaps",
+    "llm-generalization",
+    "llm-layers",
+)
+
+EXAMPLES = """\
+  hessian-powerlaw reproduce trained-vs-random       # CPU scale, into results/trained-vs-random
+  hessian-powerlaw reproduce optimizers --quick --out /tmp/opt
+  hessian-powerlaw reproduce all --quick                  # every experiment, smallest settings
+  hessian-powerlaw reproduce all --write-docs             # and regenerate docs/reproduction.md
+  hessian-powerlaw reproduce width --scale paper --data-root ~/data   # the paper's settings (GPU)
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers,
+        "reproduce",
+        "rerun one of the paper's experiments (or all) and compare with the paper's numbers",
+        EXAMPLES,
+        run,
+    )
+    parser.add_argument("name", metavar="NAME", help=f"one of: {', '.join(NAMES)}, or all")
+    parser.add_argument(
+        "--quick", action="store_true", help="the smallest settings (same as --scale quick)"
+    )
+    parser.add_argument(
+        "--scale", choices=("quick", "cpu", "paper"), default=None,
+        help="cpu: minutes on a 2-core CPU (default); paper: the paper's settings, for GPUs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--out", metavar="DIR", default=None,
+        help="output folder (default results/NAME; with all, one sub-folder per experiment "
+        "under DIR, default results)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data-root", metavar="DIR", default="data",
+        help="--scale paper: folder with mnist/ (IDX files) and cifar-10-batches-bin/",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default=None, help="torch device for training and Hessians (e.g. cuda)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="torch CPU threads (default: torch's choice); 1 is much faster on a busy machine",
+    )  # fmt: skip
+    parser.add_argument(
+        "--write-docs", action="store_true",
+        help="with all: regenerate docs/reproduction.md and docs/figures/ from these results",
+    )  # fmt: skip
+    parser.add_argument(
+        "--docs-dir", metavar="DIR", default="docs", help="where --write-docs writes"
+    )
+    add_json(parser)
+    add_quiet(parser)
+    return parser
+
+
+def _scale_name(args: argparse.Namespace) -> str:
+    if args.quick and args.scale not in (None, "quick"):
+        raise UserInputError(f"--quick and --scale {args.scale} contradict; give one of them")
+    return "quick" if args.quick else (args.scale or "cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hessian_powerlaw.experiments import EXPERIMENTS, get_experiment, get_scale, run_experiment
+
+    scale = get_scale(_scale_name(args), args.data_root)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserInputError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.name == "all":
+        names = list(EXPERIMENTS)
+        root = Path(args.out or "results")
+        outs = {name: root / name for name in names}
+    else:
+        names = [get_experiment(args.name).name]
+        outs = {names[0]: Path(args.out or f"results/{names[0]}")}
+    if args.write_docs and args.name != "all":
+        raise UserInputError("--write-docs needs all experiments: use `reproduce all --write-docs`")
+
+    def log(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    records = []
+    for name in names:
+        result = run_experiment(
+            EXPERIMENTS[name], scale, outs[name], device=args.device,
+            progress=not args.quiet, log=log,
+        )  # fmt: skip
+        record = result.to_dict()
+        records.append(record)
+        if not args.json:
+            _print_summary(record)
+    docs_path = None
+    if args.write_docs:
+        from hessian_powerlaw.experiments.docs import write_docs
+
+        command = "hessian-powerlaw reproduce all" + _flags(scale.name) + " --write-docs"
+        docs_path = write_docs(records, args.docs_dir, command)
+    if args.json:
+        print_json(records[0] if len(records) == 1 else records)
+        return 0
+    if docs_path is not None:
+        print(f"wrote {docs_path}")
+    print(f"total time {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _flags(scale: str) -> str:
+    return {"quick": " --quick", "cpu": "", "paper": " --scale paper"}[scale]
+
+
+def _print_summary(record: dict[str, Any]) -> None:
+    from hessian_powerlaw.experiments.tables import markdown_table
+
+    print(f"== {record['experiment']} ({record['scale']} scale, {record['seconds']:.0f} s)")
+    print(markdown_table(record["rows"], record["columns"]))
+    print(f"Verdict: {record['verdict']}")
+    print(f"wrote {record['out']}/results.json, table.md and {len(record['figures'])} figures")
+    print()

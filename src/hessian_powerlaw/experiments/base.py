@@ -1,0 +1,287 @@
+"""What an experiment is: conditions (model, data, training, Hessian settings) and a summary.
+
+An experiment is a configuration of the library, not a copy of it. It names, for each scale
+("quick", "cpu", "paper"), the list of :class:`Condition` s to run; the shared runner
+(:mod:`hessian_powerlaw.experiments.runner`) trains each condition with
+:func:`hessian_powerlaw.training.train`, analyses it with :mod:`hessian_powerlaw.analysis`
+(or :func:`hessian_powerlaw.tracking.track_run` along checkpoints), and the experiment's own
+``summarize`` turns the per-condition results into table rows, correlations, figures and a
+verdict computed from the numbers.
+
+:class:`Scale` holds the settings every experiment shares at one scale (which data stands in
+for MNIST, epochs, K, Hessian samples, ...), so the experiments differ only in what they sweep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hessian_powerlaw._results import ResultMixin
+from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.training import TrainConfig
+
+SCALES: tuple[str, ...] = ("quick", "cpu", "paper")
+SPLITS: tuple[str, ...] = ("train", "test")
+
+
+@dataclass(frozen=True)
+class HessianSettings(ResultMixin):
+    """How one model state's Hessian is analysed (see :func:`hessian_powerlaw.analysis.analyze`).
+
+    ``samples``: training (or test) examples the Hessian is averaged over; ``None`` means the
+    analysis default (all of a small set, a fixed subset of a large one). ``params``: ``None``
+    (all parameters), ``"last"`` (the paper's last-layer Hessian for LLMs), ``"per-block"``
+    (one spectrum per transformer block) or name patterns. ``split``: the data the loss is
+    taken on ("train", or "test" for the label-noise experiment).
+    """
+
+    k: int
+    samples: int | None = None
+    params: str | None = None
+    split: str = "train"
+    batch_size: int | None = None
+    tol: float = 1e-5
+    max_matvecs: int | None = None
+    trace_matvecs: int = 40
+    dtype: str = "float64"
+    alpha: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 10:
+            raise UserInputError(
+                f"Hessian k must be an integer >= 10 (a fit needs 10), got {self.k}"
+            )
+        if self.samples is not None and self.samples < 1:
+            raise UserInputError(f"Hessian samples must be >= 1 or None, got {self.samples}")
+        if self.split not in SPLITS:
+            raise UserInputError(f"Hessian split must be one of {SPLITS}, got {self.split!r}")
+        if not 0 < self.tol < 1:
+            raise UserInputError(f"Hessian tol must be in (0, 1), got {self.tol}")
+        if self.trace_matvecs < 0:
+            raise UserInputError(f"trace_matvecs must be >= 0, got {self.trace_matvecs}")
+        if self.dtype not in ("float64", "float32"):
+            raise UserInputError(f"Hessian dtype must be float64 or float32, got {self.dtype!r}")
+
+
+@dataclass(frozen=True)
+class Condition(ResultMixin):
+    """One setting of an experiment: a model on data, trained (or not), and its Hessian.
+
+    ``config`` names the model, the data (with its options: subset, label noise, ...) and the
+    training. ``trained=False`` analyses the initial weights (random init; nothing is trained).
+    ``track=True`` analyses every checkpoint of the run instead of the final weights.
+    ``run`` is the run folder's name (conditions that share a run share its training, e.g. the
+    train- and test-data spectra of one network); it defaults to ``label``.
+    ``values`` are the swept variables (e.g. ``{"batch_size": 128}``) for tables and plots;
+    ``paper`` names the :class:`~hessian_powerlaw.experiments.paper.PaperRow` this condition
+    stands in for (``None`` when the paper has no such setting).
+    """
+
+    label: str
+    config: TrainConfig
+    hessian: HessianSettings
+    trained: bool = True
+    track: bool = False
+    run: str | None = None
+    group: str = ""
+    values: Mapping[str, Any] = field(default_factory=dict)
+    paper: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.label or any(c in self.label for c in "/\\"):
+            raise UserInputError(f"condition label must be a non-empty name, got {self.label!r}")
+        if self.track and not self.trained:
+            raise UserInputError(f"condition {self.label!r}: tracking needs a trained run")
+        if self.track and self.hessian.params == "per-block":
+            raise UserInputError(f"condition {self.label!r}: tracking takes one parameter group")
+
+    @property
+    def run_name(self) -> str:
+        return self.run or self.label
+
+
+@dataclass(frozen=True)
+class Scale(ResultMixin):
+    """Settings shared by all experiments at one scale.
+
+    ``mnist`` is the data that stands in for the paper's MNIST (digits on a CPU), ``fashion``
+    the Fashion-MNIST spec, ``cifar`` CIFAR-10 (``None`` where not used). ``fcn`` is the
+    paper's FCN (2 hidden layers of 100). ``epochs`` / ``batch_size`` / ``lr``: the paper's
+    SGD set-up (sgd-momentum 0.9, weight decay 5e-4, step schedule). ``k`` / ``samples`` /
+    ``tol`` / ``trace_matvecs``: the Hessian. The ``gpt_*`` and ``llm_*`` fields are the
+    language-model set-up (AdamW, warm-up + cosine; last-layer Hessian on ``llm_samples``
+    sequences).
+    """
+
+    name: str
+    mnist: str
+    fashion: str
+    cifar: str | None
+    fcn: str
+    epochs: int
+    batch_size: int
+    lr: float
+    k: int
+    samples: int | None
+    tol: float
+    trace_matvecs: int
+    gpt: str
+    gpt_steps: int
+    gpt_batch: int
+    gpt_lr: float
+    gpt_checkpoints: int
+    llm_k: int
+    llm_samples: int
+    k_resnet: int = 50
+
+    def hessian(self, **changes: Any) -> HessianSettings:
+        """This scale's Hessian settings, with ``changes`` (e.g. ``k=200``, ``split="test"``)."""
+        base: dict[str, Any] = {
+            "k": self.k,
+            "samples": self.samples,
+            "tol": self.tol,
+            "trace_matvecs": self.trace_matvecs,
+        }
+        base.update(changes)
+        return HessianSettings(**base)
+
+    def sgd(self, model: str, data: str, **changes: Any) -> TrainConfig:
+        """The paper's SGD training of ``model`` on ``data`` at this scale (``changes`` win)."""
+        base: dict[str, Any] = {
+            "model": model,
+            "data": data,
+            "optimizer": "sgd-momentum",
+            "lr": self.lr,
+            "weight_decay": 5e-4,
+            "momentum": 0.9,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "schedule": "step",
+        }
+        base.update(changes)
+        if base.get("steps") is not None:
+            base["epochs"] = None
+        return TrainConfig(**base)
+
+    def gpt_run(self, checkpoints: int | None = None, **changes: Any) -> TrainConfig:
+        """The char-GPT training on Shakespeare (AdamW, warm-up + cosine, clipping)."""
+        every = max(1, math.ceil(self.gpt_steps / (checkpoints or self.gpt_checkpoints)))
+        base: dict[str, Any] = {
+            "model": self.gpt,
+            "data": "shakespeare",
+            "optimizer": "adamw",
+            "lr": self.gpt_lr,
+            "weight_decay": 0.1,
+            "batch_size": self.gpt_batch,
+            "steps": self.gpt_steps,
+            "schedule": "cosine",
+            "warmup_steps": max(1, self.gpt_steps // 10),
+            "grad_clip": 1.0,
+            "checkpoint_every": every,
+            "eval_every": every,
+            "eval_batches": 4,
+        }
+        base.update(changes)
+        return TrainConfig(**base)
+
+
+def paper_scale(data_root: str = "data") -> Scale:
+    """The paper's settings, for GPU users (PAPER.md): MNIST / Fashion-MNIST / CIFAR-10,
+    50 epochs of SGD (momentum 0.9, lr 0.1, weight decay 5e-4, lr / 10 at 40% and 80%),
+    batch 128, K = 1000 (50 for ResNet-18); GPT2-nano (6 layers, 6 heads, d = 384) trained for
+    1000 steps with lr 6e-4, last-layer Hessian on 256 sequences, K = 1000.
+
+    MNIST and CIFAR-10 are not shipped with any package: point ``data_root`` at a folder
+    holding ``mnist/`` (the four IDX files) and ``cifar-10-batches-bin/``.
+    """
+    return Scale(
+        name="paper", mnist=f"mnist-idx:{data_root}/mnist", fashion="fashion-mnist",
+        cifar=f"cifar10:{data_root}/cifar-10-batches-bin", fcn="fcn:2x100", epochs=50,
+        batch_size=128, lr=0.1, k=1000, samples=10000, tol=1e-5, trace_matvecs=200,
+        gpt="chargpt:6x384:6", gpt_steps=1000, gpt_batch=64, gpt_lr=6e-4, gpt_checkpoints=10,
+        llm_k=1000, llm_samples=256,
+    )  # fmt: skip
+
+
+# The CPU scales stand digits in for MNIST (8x8 images, 1,437 training samples) and use
+# Fashion-MNIST subsets where the experiment is about the data. Sizes were chosen so that each
+# experiment finishes in minutes on a 2-core machine (the measured times are in the docs).
+CPU_SCALE = Scale(
+    name="cpu", mnist="digits", fashion="fashion-mnist", cifar=None, fcn="fcn:2x100",
+    epochs=20, batch_size=64, lr=0.1, k=100, samples=512, tol=1e-5, trace_matvecs=30,
+    gpt="chargpt:2x64:2", gpt_steps=300, gpt_batch=32, gpt_lr=3e-3, gpt_checkpoints=6,
+    llm_k=100, llm_samples=32,
+)  # fmt: skip
+
+QUICK_SCALE = Scale(
+    name="quick", mnist="digits", fashion="fashion-mnist", cifar=None, fcn="fcn:2x32",
+    epochs=4, batch_size=64, lr=0.1, k=20, samples=256, tol=1e-4, trace_matvecs=9,
+    gpt="chargpt:1x32:2", gpt_steps=40, gpt_batch=16, gpt_lr=3e-3, gpt_checkpoints=3,
+    llm_k=20, llm_samples=8,
+)  # fmt: skip
+
+
+def get_scale(name: str, data_root: str = "data") -> Scale:
+    """The :class:`Scale` called ``name`` ("quick", "cpu" or "paper")."""
+    if name == "quick":
+        return QUICK_SCALE
+    if name == "cpu":
+        return CPU_SCALE
+    if name == "paper":
+        return paper_scale(data_root)
+    raise UserInputError(f"scale must be one of {', '.join(SCALES)}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What an experiment makes of its condition results.
+
+    ``rows`` (with ``columns``: ``(key, header)`` pairs) is our table; each row may carry
+    ``paper_setting`` / ``paper_d_ks`` / ``paper_power_law`` / ``paper_s`` to put the paper's
+    numbers next to ours. ``correlations`` are rows of a correlation table (dicts with
+    ``measure``, ``target``, ``n``, ``pearson_r``, ...). ``findings`` are the numbers the
+    verdict is computed from; ``verdict`` is one sentence on agreement with the paper.
+    ``figures`` maps a file stem to a function that draws it.
+    """
+
+    rows: list[dict[str, Any]]
+    columns: tuple[tuple[str, str], ...]
+    verdict: str
+    findings: dict[str, Any] = field(default_factory=dict)
+    correlations: list[dict[str, Any]] = field(default_factory=list)
+    figures: dict[str, Callable[[], Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named reproduction: its conditions at each scale and how to summarize them.
+
+    ``conditions(scale)`` returns the conditions at a :class:`Scale`; ``summarize(scale,
+    results)`` receives the condition results (JSON-ready dicts, in condition order) and
+    returns a :class:`Summary`. ``claim`` states what the paper found, in one sentence.
+    """
+
+    name: str
+    title: str
+    claim: str
+    conditions: Callable[[Scale], tuple[Condition, ...]]
+    summarize: Callable[[Scale, list[dict[str, Any]]], Summary]
+
+    def conditions_at(self, scale: Scale) -> tuple[Condition, ...]:
+        """The conditions at ``scale``, checked: unique labels, runs that agree."""
+        conditions = tuple(self.conditions(scale))
+        labels = [c.label for c in conditions]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"experiment {self.name!r}: duplicate condition labels {labels}")
+        runs: dict[str, TrainConfig] = {}
+        for c in conditions:
+            if c.trained and runs.setdefault(c.run_name, c.config) != c.config:
+                raise ValueError(
+                    f"experiment {self.name!r}: run {c.run_name!r} is shared by conditions "
+                    "with different training configurations"
+                )
+        return conditions
