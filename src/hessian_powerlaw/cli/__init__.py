@@ -17,7 +17,16 @@ from hessian_powerlaw import __version__
 from hessian_powerlaw.errors import UserInputError
 
 # sub-command modules, in the order ``--help`` lists them
-COMMANDS: tuple[str, ...] = ("demo", "spectrum", "fit", "train", "track", "report", "reproduce")
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "spectrum",
+    "fit",
+    "train",
+    "track",
+    "report",
+    "reproduce",
+    "subspace",
+)
 
 PROG = "hessian-powerlaw"
 
