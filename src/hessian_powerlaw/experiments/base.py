@@ -220,7 +220,7 @@ CPU_SCALE = Scale(
 QUICK_SCALE = Scale(
     name="quick", mnist="digits", fashion="fashion-mnist", cifar=None, fcn="fcn:2x32",
     epochs=4, batch_size=64, lr=0.1, k=20, samples=256, tol=1e-4, trace_matvecs=9,
-    gpt="chargpt:1x32:2", gpt_steps=40, gpt_batch=16, gpt_lr=3e-3, gpt_checkpoints=3,
+    gpt="chargpt:2x32:2", gpt_steps=40, gpt_batch=16, gpt_lr=3e-3, gpt_checkpoints=3,
     llm_k=20, llm_samples=8,
 )  # fmt: skip
 

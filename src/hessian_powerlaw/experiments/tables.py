@@ -246,9 +246,11 @@ def sentence(agreements: Sequence[str], disagreements: Sequence[str], causes: Se
         if causes:
             text += f", likely because of {join_words(list(causes))}"
         parts.append(text)
-    elif causes:
+    elif causes and parts:
         parts.append(f"despite {join_words(list(causes))}")
-    return (", ".join(parts) or "No comparison with the paper was possible") + "."
+    if not parts:
+        return "No setting here has a counterpart in the paper's tables, so nothing is compared."
+    return ", ".join(parts) + "."
 
 
 def verdict_phrase(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
@@ -258,7 +260,7 @@ def verdict_phrase(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[s
         return [], []
     text = f"{agree} of {total} power-law verdicts match"
     if wrong:
-        return ([text] if agree else []), [f"{join_words(wrong)} get the opposite verdict"]
+        return ([text] if agree else []), [f"the opposite verdict for {join_words(wrong)}"]
     return [text], []
 
 

@@ -1,0 +1,333 @@
+"""The reproduction framework: configurations at every scale, the runner, tables and docs.
+
+The experiments themselves run end to end in tests/test_cli_reproduce.py (``all --quick``);
+here the configurations of the cpu and paper scales are checked without running them, the
+runner is checked on a tiny condition against an explicit Hessian, and the table, verdict and
+docs writers on synthetic results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.experiments import EXPERIMENTS, get_experiment, get_scale
+from hessian_powerlaw.experiments import tables as t
+from hessian_powerlaw.experiments.base import (
+    Condition,
+    Experiment,
+    HessianSettings,
+    Summary,
+)
+from hessian_powerlaw.experiments.docs import render_docs, write_docs
+from hessian_powerlaw.experiments.image import batch_paper_row
+from hessian_powerlaw.experiments.paper import PAPER_ROWS
+from hessian_powerlaw.experiments.runner import run_condition, run_experiment
+from hessian_powerlaw.training import TrainConfig
+from tests.reference import explicit_hessian
+
+ISSUE_NAMES = (
+    "trained-vs-random", "optimizers", "batch-size", "width", "depth", "data-size",
+    "label-noise", "training-progress", "eigengaps", "llm-generalization", "llm-layers",
+)  # fmt: skip
+
+
+def test_every_experiment_of_the_issue_is_registered_and_named_in_the_cli() -> None:
+    from hessian_powerlaw.cli.reproduce import NAMES
+
+    assert tuple(EXPERIMENTS) == ISSUE_NAMES
+    assert NAMES == ISSUE_NAMES  # the CLI's list (kept import-free for --help) matches
+    with pytest.raises(UserInputError, match="unknown experiment 'nope'"):
+        get_experiment("nope")
+
+
+@pytest.mark.parametrize("scale_name", ["quick", "cpu", "paper"])
+@pytest.mark.parametrize("name", ISSUE_NAMES)
+def test_conditions_are_valid_at_every_scale(name: str, scale_name: str) -> None:
+    scale = get_scale(scale_name, "/data")
+    conditions = get_experiment(name).conditions_at(scale)
+    assert conditions
+    paper_settings = {row.setting for row in PAPER_ROWS[name]}
+    for c in conditions:
+        assert isinstance(c.config, TrainConfig)  # validated on construction
+        assert TrainConfig.from_dict(c.config.to_dict()) == c.config  # survives config.json
+        assert c.paper is None or c.paper in paper_settings, c.paper
+        assert c.hessian.k >= 10
+    # every experiment compares with at least one of the paper's rows at cpu and paper scale
+    # (tracked runs get theirs per checkpoint, in the summary)
+    if scale_name != "quick" and not any(c.track for c in conditions):
+        assert any(c.paper for c in conditions)
+
+
+def test_paper_scale_records_the_papers_settings() -> None:
+    scale = get_scale("paper", "/data")
+    assert (scale.k, scale.epochs, scale.batch_size, scale.lr) == (1000, 50, 128, 0.1)
+    assert scale.mnist == "mnist-idx:/data/mnist"
+    assert scale.cifar == "cifar10:/data/cifar-10-batches-bin"
+    assert scale.k_resnet == 50
+    for c in get_experiment("trained-vs-random").conditions_at(scale):
+        cfg = c.config
+        assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == (
+            "sgd-momentum", 0.1, 0.9, 5e-4,
+        )  # fmt: skip
+        assert (cfg.schedule, cfg.epochs, cfg.batch_size) == ("step", 50, 128)
+        assert c.hessian.k == 1000
+    (gpt,) = get_experiment("llm-generalization").conditions_at(scale)
+    assert gpt.config.model == "chargpt:6x384:6"
+    assert (gpt.config.lr, gpt.config.steps, gpt.config.optimizer) == (6e-4, 1000, "adamw")
+    assert (gpt.hessian.k, gpt.hessian.samples, gpt.hessian.params) == (1000, 256, "last")
+    assert gpt.track
+    # the paper's optimizers use lr 1e-3 for adaptive methods and 0.1 for SGD
+    lrs = {c.label: c.config.lr for c in get_experiment("optimizers").conditions_at(scale)}
+    assert lrs["adam"] == 1e-3 and lrs["sgd-momentum"] == 0.1
+
+
+def test_cpu_scale_models_build_on_their_data() -> None:
+    """Every digits model of the cpu scale builds and has at least k parameters."""
+    from hessian_powerlaw.zoo import build_model, load_data
+
+    digits = load_data("digits")
+    scale = get_scale("cpu")
+    for experiment in EXPERIMENTS.values():
+        for c in experiment.conditions_at(scale):
+            if c.config.data != "digits":
+                continue
+            model = build_model(c.config.model, digits, seed=0)
+            n = sum(p.numel() for p in model.parameters())
+            assert n >= c.hessian.k, (experiment.name, c.label)
+
+
+def test_batch_size_rows_follow_the_papers_phases() -> None:
+    assert batch_paper_row(60000, 60000).endswith("(phase III)")
+    assert batch_paper_row(1437, 1437).endswith("(phase III)")
+    assert batch_paper_row(768, 60000).endswith("(phase II)")
+    assert batch_paper_row(128, 60000) == "LeNet MNIST, batch 128 (phase I)"
+    assert batch_paper_row(640, 60000) == "LeNet MNIST, batch 640 (phase I)"
+    assert batch_paper_row(8, 1437) == "LeNet MNIST, batch 512 (phase I)"  # 0.56% of the set
+    assert batch_paper_row(64, 1437).endswith("(phase II)")
+
+
+def test_settings_reject_bad_values() -> None:
+    with pytest.raises(UserInputError, match="k must be"):
+        HessianSettings(k=5)
+    with pytest.raises(UserInputError, match="split"):
+        HessianSettings(k=20, split="validation")
+    config = TrainConfig(model="fcn:1x4", data="digits", epochs=1)
+    with pytest.raises(UserInputError, match="tracking needs a trained run"):
+        Condition("x", config, HessianSettings(k=10), trained=False, track=True)
+    with pytest.raises(UserInputError, match="label"):
+        Condition("a/b", config, HessianSettings(k=10))
+
+
+def test_shared_runs_must_share_their_training() -> None:
+    a = TrainConfig(model="fcn:1x4", data="digits", epochs=1)
+    b = TrainConfig(model="fcn:1x4", data="digits", epochs=2)
+    h = HessianSettings(k=10)
+    exp = Experiment(
+        "x", "x", "x",
+        lambda scale: (Condition("a", a, h, run="r"), Condition("b", b, h, run="r")),
+        lambda scale, results: Summary([], (), ""),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="different training"):
+        exp.conditions_at(get_scale("quick"))
+
+
+# --------------------------------------------------------------------------------------
+# The runner, on a tiny real condition
+# --------------------------------------------------------------------------------------
+
+TINY = TrainConfig(model="fcn:1x4", data="digits:200", epochs=2, batch_size=50, seed=1)
+
+
+def test_run_condition_eigenvalues_match_the_explicit_hessian(tmp_path: Path) -> None:
+    """The runner's top-k eigenvalues are those of the explicit Hessian of the trained net."""
+    from hessian_powerlaw.training import load_config_data, load_weights
+    from hessian_powerlaw.zoo import build_model
+
+    hessian = HessianSettings(k=12, samples=80, tol=1e-9, trace_matvecs=0)
+    condition = Condition("tiny", TINY, hessian)
+    record = run_condition(condition, tmp_path / "runs")
+    (analysis,) = record["analyses"].values()
+    ours = np.asarray(analysis["spectrum"]["eigenvalues"])
+
+    data = load_config_data(TINY)
+    model = build_model(TINY.model, data, seed=TINY.seed).double().eval()
+    load_weights(model, tmp_path / "runs" / "tiny" / "final.pt")
+    batches = [(x.double(), y) for x, y in data.hessian_batches(80, None, 0)]
+    H = explicit_hessian(model, torch.nn.CrossEntropyLoss(), batches)
+    exact = torch.linalg.eigvalsh(H).flip(0)[:12].numpy()
+    # tol 1e-9 on the relative residual: eigenvalues agree to ~1e-9 * lambda_1 or better
+    np.testing.assert_allclose(ours, exact, rtol=0, atol=1e-7 * abs(exact[0]))
+    assert record["num_samples"] == 80
+    assert record["training"]["steps"] == 8  # 200 samples / 50 per batch, 2 epochs
+    assert set(record["evaluation"]) == {"train", "test"}
+
+
+def test_random_init_condition_uses_the_initial_weights(tmp_path: Path) -> None:
+    from hessian_powerlaw.training import load_config_data
+    from hessian_powerlaw.zoo import build_model
+
+    hessian = HessianSettings(k=10, samples=60, tol=1e-9, trace_matvecs=0)
+    record = run_condition(Condition("init", TINY, hessian, trained=False), tmp_path / "runs")
+    assert record["training"] is None and not (tmp_path / "runs" / "init").exists()
+    data = load_config_data(TINY)
+    model = build_model(TINY.model, data, seed=TINY.seed).double().eval()
+    batches = [(x.double(), y) for x, y in data.hessian_batches(60, None, 0)]
+    exact = torch.linalg.eigvalsh(explicit_hessian(model, data.loss, batches)).flip(0)[:10]
+    (analysis,) = record["analyses"].values()
+    np.testing.assert_allclose(
+        analysis["spectrum"]["eigenvalues"], exact.numpy(), rtol=0, atol=1e-7 * float(exact[0])
+    )
+
+
+def _tiny_experiment(calls: list[str]) -> Experiment:
+    hessian = HessianSettings(k=10, samples=60, tol=1e-6, trace_matvecs=6)
+
+    def conditions(scale: Any) -> tuple[Condition, ...]:
+        return (
+            Condition("random", TINY, hessian, trained=False, run="net", values={"state": "r"}),
+            Condition("trained", TINY, hessian, run="net", values={"state": "t"}),
+        )
+
+    def summarize(scale: Any, results: list[dict[str, Any]]) -> Summary:
+        calls.append("summarize")
+        rows = t.condition_rows("tiny", results)
+        return Summary(rows, t.columns(("state", "state"), paper=False), "a verdict.",
+                       figures={"spectra": lambda: _overlay(results)})  # fmt: skip
+
+    return Experiment("tiny", "Tiny", "a claim.", conditions, summarize)
+
+
+def _overlay(results: list[dict[str, Any]]) -> Any:
+    from hessian_powerlaw.experiments.figures import overlay
+
+    return overlay(results, "tiny")
+
+
+def test_run_experiment_writes_outputs_and_reuses_finished_work(tmp_path: Path) -> None:
+    calls: list[str] = []
+    experiment = _tiny_experiment(calls)
+    scale = get_scale("quick")
+    first = run_experiment(experiment, scale, tmp_path / "out")
+    out = tmp_path / "out"
+    record = json.loads((out / "results.json").read_text())
+    assert record["experiment"] == "tiny" and record["scale"] == "quick"
+    assert [c["label"] for c in record["conditions"]] == ["random", "trained"]
+    assert [r["setting"] for r in record["rows"]] == ["random", "trained"]
+    for row in record["rows"]:
+        for key in ("k", "s", "d_ks", "d_c", "power_law", "lambda_max", "trace"):
+            assert key in row
+    assert (out / "spectra.png").stat().st_size > 1000
+    table = (out / "table.md").read_text()
+    assert "| random | r | 10 |" in table and "a verdict." in table
+    assert (out / "runs" / "quick" / "net" / "final.pt").is_file()
+    cache = out / "analyses" / "quick" / "trained.json"
+    stamp = cache.stat().st_mtime_ns
+
+    second = run_experiment(experiment, scale, out)
+    assert cache.stat().st_mtime_ns == stamp  # reused, not recomputed
+    assert second.conditions == first.conditions
+    assert calls == ["summarize", "summarize"]
+
+
+# --------------------------------------------------------------------------------------
+# Tables, verdicts and the docs writer on synthetic results
+# --------------------------------------------------------------------------------------
+
+
+def test_cells_and_markdown_tables() -> None:
+    assert t.cell((0.13, 0.28)) == "0.13-0.28"
+    assert t.cell(None) == "-" and t.cell(True) == "yes" and t.cell("a|b") == "a\\|b"
+    text = t.markdown_table([{"a": 1, "b": 0.123456}], [("a", "A"), ("b", "B")])
+    assert text.splitlines() == ["| A | B |", "|---|---|", "| 1 | 0.1235 |"]
+
+
+def test_verdicts_are_computed_from_the_numbers() -> None:
+    rows = [
+        {"setting": "x", "power_law": True, "paper_power_law": True},
+        {"setting": "y", "power_law": True, "paper_power_law": False},
+        {"setting": "z", "power_law": None, "paper_power_law": False},
+    ]
+    assert t.verdict_agreement(rows) == (1, 2, ["y"])
+    agree, disagree = t.verdict_phrase(rows)
+    assert agree == ["1 of 2 power-law verdicts match"]
+    assert disagree == ["the opposite verdict for y"]
+    text = t.sentence(agree, disagree, ["K = 100 instead of 1000"])
+    assert text == (
+        "Agrees with the paper: 1 of 2 power-law verdicts match, but disagrees: the opposite "
+        "verdict for y, likely because of K = 100 instead of 1000."
+    )
+    assert "nothing is compared" in t.sentence([], [], ["K"])
+    causes = t.scale_differences({"name": "cpu", "k": 100, "mnist": "digits", "epochs": 20})
+    assert causes[0].startswith("K = 100 instead of 1000 (d_c = 0.136 instead of 0.043")
+    assert "digits" in causes[1] and causes[2] == "20 epochs instead of 50"
+    assert t.scale_differences({"name": "paper", "k": 1000}) == []
+
+
+def _synthetic_record(tmp_path: Path, name: str, scale: str = "cpu") -> dict[str, Any]:
+    out = tmp_path / "results" / name
+    out.mkdir(parents=True)
+    from hessian_powerlaw.report.plots import rank_plot, save_png
+
+    save_png(rank_plot(np.arange(30, 0, -1.0)), out / "spectra.png")
+    return {
+        "experiment": name,
+        "title": f"Title of {name}",
+        "claim": "the paper's claim.",
+        "scale": scale,
+        "command": f"hessian-powerlaw reproduce {name}",
+        "out": str(out),
+        "rows": [{"setting": "trained", "d_ks": 0.0123, "power_law": True,
+                  "paper_setting": "LeNet MNIST", "paper_d_ks": (0.016, 0.036)}],
+        "columns": [["setting", "setting"], ["d_ks", "d_ks"], ["power_law", "power law?"],
+                    ["paper_setting", "paper setting"], ["paper_d_ks", "paper d_ks"]],
+        "correlations": [{"measure": "s", "target": "test_error", "n": 7, "pearson_r": 0.5}],
+        "paper": [{"setting": "LeNet MNIST", "d_ks": 0.009, "power_law": True, "s": 1.009,
+                   "note": ""}],
+        "verdict": f"Agrees with the paper about {name}.",
+        "figures": ["spectra.png"],
+        "seconds": 12.4,
+        "versions": {"torch": "x"},
+    }  # fmt: skip
+
+
+def test_docs_writer_renders_every_experiment_and_copies_figures(tmp_path: Path) -> None:
+    records = [_synthetic_record(tmp_path, n) for n in ("width", "depth")]
+    docs = tmp_path / "docs"
+    (docs / "figures").mkdir(parents=True)
+    stale = docs / "figures" / "width-old.png"
+    stale.write_bytes(b"old")
+    path = write_docs(records, docs, "hessian-powerlaw reproduce all --write-docs")
+    page = path.read_text()
+    assert path == docs / "reproduction.md"
+    assert "generated by `hessian-powerlaw reproduce all --write-docs`" in page
+    for name in ("width", "depth"):
+        assert f"## Title of {name} (`{name}`)" in page
+        assert f"Command: `hessian-powerlaw reproduce {name}`; measured wall time 12 s" in page
+        assert f"**Verdict.** Agrees with the paper about {name}." in page
+        assert f"![{name}: {name}-spectra](figures/{name}-spectra.png)" in page
+        assert (docs / "figures" / f"{name}-spectra.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| trained | 0.0123 | yes | LeNet MNIST | 0.016-0.036 |" in page
+    assert "| s | test_error | 7 | 0.5 |" in page
+    assert "Total wall time: 25 s" in page
+    assert not stale.exists()  # figures of earlier runs of these experiments are removed
+
+
+def test_docs_name_a_mixed_scale() -> None:
+    records = [
+        {**_base(), "experiment": "a", "scale": "cpu"},
+        {**_base(), "experiment": "b", "scale": "quick"},
+    ]
+    page = render_docs(records, {}, "cmd")
+    assert "Scale `mixed`" in page
+
+
+def _base() -> dict[str, Any]:
+    return {"title": "T", "claim": "c", "command": "x", "rows": [], "columns": [],
+            "verdict": "v.", "seconds": 1.0, "figures": [], "out": "/nowhere"}  # fmt: skip
