@@ -34,11 +34,21 @@ from torch import nn
 from hessian_powerlaw import HessianOperator, distributed
 from hessian_powerlaw.errors import UserInputError
 from tests import dist_worker
-from tests.reference import digits_mlp, explicit_hessian
+from tests.reference import digits_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(dist_worker.__file__).resolve()
 RTOL = 1e-10  # the issue's bound for "equal to the single-process run", float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread, like each torchrun rank: on a busy machine spinning OpenMP
+    threads slow small products down by an order of magnitude."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,22 +165,25 @@ def test_unsliceable_batches_are_dealt_round_robin() -> None:
         distributed._split(items, 0, 8)
 
 
-def test_rank_operators_sum_to_the_explicit_hessian() -> None:
-    """The split changes nothing: sum_r (N_r / N) H_r = H, checked against torch.func.hessian.
+def test_rank_operators_sum_to_the_one_process_operator() -> None:
+    """The split changes nothing: sum_r (N_r / N) H_r = H, column by column.
 
     H_r is the Hessian of rank r's slices alone (its own sample-weighted mean), so the
-    weighted sum is exactly what the all-reduce of the distributed operator computes.
+    weighted sum is exactly what the all-reduce of the distributed operator computes. H is
+    the operator on the unsliced batches (test_operators.py checks it against the explicit
+    Hessian of torch.func.hessian).
     """
     model, loss, batches = digits_mlp(hidden=4, n_samples=61, num_batches=3)  # sizes 21, 20, 20
-    H = explicit_hessian(model, loss, batches)
-    world = 3
-    total = torch.zeros_like(H)
-    eye = torch.eye(H.shape[0], dtype=torch.float64)
-    for pieces in _pieces(batches, world):
-        op = HessianOperator(model, loss, pieces)
-        total += (op.num_samples / 61) * op.matmat(eye)
-    # float64 products against an independent float64 Hessian: rounding only
-    assert torch.allclose(total, H, rtol=0, atol=1e-12 * float(H.abs().max()))
+    full = HessianOperator(model, loss, batches)
+    eye = torch.eye(full.n, dtype=torch.float64)
+    H = full.matmat(eye)
+    for world in (2, 3):
+        total = torch.zeros_like(H)
+        for pieces in _pieces(batches, world):
+            op = HessianOperator(model, loss, pieces)
+            total += (op.num_samples / full.num_samples) * op.matmat(eye)
+        # the same float64 sums in another order: rounding only
+        assert torch.allclose(total, H, rtol=0, atol=1e-13 * float(H.abs().max())), world
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,15 +271,9 @@ def _torchrun(*args: str, timeout: float = 150.0) -> tuple[subprocess.CompletedP
 
 
 def _reference(case: str) -> dict[str, Any]:
-    """The single-process run, with one thread like each rank (spinning threads stall on a
-    busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model, loss, batches, params = dist_worker.build(case)
-        return dist_worker.compute(case, dist_worker.operator(model, loss, batches, params))
-    finally:
-        torch.set_num_threads(threads)
+    """The single-process run of the same case."""
+    model, loss, batches, params = dist_worker.build(case)
+    return dist_worker.compute(case, dist_worker.operator(model, loss, batches, params))
 
 
 def _assert_close(got: Any, want: Any, what: str) -> None:
@@ -369,3 +376,31 @@ def test_ranks_that_disagree_on_the_data_all_fail(tmp_path: Path) -> None:
     lines = [ln for ln in output.splitlines() if "dist_worker: error: ranks disagree on data" in ln]
     assert len(lines) == 2, output[-3000:]
     assert "rank 0 has '19500 values" in lines[0] and "rank 1 has '19435 values" in lines[0]
+
+
+SPECTRUM_ARGS = dict(samples=100, k=12, tol=1e-8, trace_matvecs=12, seed=0)
+
+
+@pytest.mark.slow
+def test_spectrum_command_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    """``torchrun -m hessian_powerlaw spectrum`` gives the single-process eigenvalues, fit and
+    trace (Hutch++ probes broadcast from rank 0); only rank 0 prints and writes."""
+    from hessian_powerlaw.analysis import analyze_spec
+
+    out = tmp_path / "out"
+    a = SPECTRUM_ARGS
+    proc, _ = _torchrun(
+        "-m", "hessian_powerlaw", "spectrum", "--model", "fcn:1x16", "--data", "digits",
+        "--samples", str(a["samples"]), "--batch-size", "50", "--k", str(a["k"]),
+        "--tol", str(a["tol"]), "--trace-matvecs", str(a["trace_matvecs"]), "--no-density",
+        "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.count("wrote ") == 1  # rank 1's summary went nowhere
+    got = json.loads((out / "spectrum.json").read_text())
+    want = analyze_spec("fcn:1x16", "digits", batch_size=50, density=False, **a).to_dict()
+    assert got["num_samples"] == want["num_samples"] == a["samples"]
+    _assert_close(got["spectrum"]["eigenvalues"], want["spectrum"]["eigenvalues"], "eigenvalues")
+    _assert_close(got["fit"]["beta"], want["fit"]["beta"], "fit.beta")
+    _assert_close(got["fit"]["ks_distance"], want["fit"]["ks_distance"], "fit.ks_distance")
+    _assert_close(got["trace"]["estimate"], want["trace"]["estimate"], "trace")
