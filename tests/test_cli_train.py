@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from hessian_powerlaw.cli import main
 from hessian_powerlaw.training import load_run
@@ -15,14 +16,26 @@ def run_cli(*argv: str) -> int:
     return main(["train", *argv])
 
 
+@pytest.fixture
+def restore_threads():
+    """``--threads`` sets torch's process-wide thread count: put it back afterwards."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("model, threshold", [("lenet", 0.95), ("fcn:2x100", 0.93)])
 def test_digits_acceptance(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: str, threshold: float
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    restore_threads: None,
+    model: str,
+    threshold: float,
 ) -> None:
     out = tmp_path / "run"
-    rc = run_cli(
-        "--model", model, "--data", "digits", "--epochs", "30", "--out", str(out), "--quiet"
-    )
+    argv = ["--model", model, "--data", "digits", "--epochs", "30", "--out", str(out)]
+    rc = run_cli(*argv, "--quiet", "--threads", "1")
+    assert torch.get_num_threads() == 1
     assert rc == 0
     captured = capsys.readouterr()
     assert "test accuracy" in captured.out and captured.err == ""  # --quiet: no bars
@@ -49,6 +62,7 @@ def test_checkpoints_json_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["--model", "lenet", "--data", "digitz"], "unknown data spec 'digitz'"),
         (["--model", "lenet", "--data", "digits", "--label-noise", "2"], "label_noise"),
         (["--model", "lenet", "--data", "digits", "--optimizer", "foo"], "unknown optimizer"),
+        (["--model", "lenet", "--data", "digits", "--threads", "0"], "--threads"),
     ],
 )
 def test_user_errors_are_one_line(

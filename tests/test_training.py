@@ -28,6 +28,16 @@ from .test_zoo_data import needs_fashion
 SMALL = dict(model="fcn:1x32", data="digits:300", batch_size=64)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models train several times faster on one thread on a shared 2-core machine;
+    bit-for-bit comparisons hold for any fixed thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
