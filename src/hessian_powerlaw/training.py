@@ -555,6 +555,10 @@ def train(
 
     # Build everything before touching the folder: a bad spec leaves no half-made run.
     device = torch.device(device) if device is not None else torch.device("cpu")
+    if data is not None and getattr(data, "spec", config.data) != config.data:
+        raise UserInputError(
+            f"the data bundle passed in is {data.spec!r} but the config trains on {config.data!r}"
+        )
     data = data if data is not None else load_config_data(config)
     plan = _make_plan(config, data)
     state = _new_state(config, data, plan, device)
