@@ -25,6 +25,16 @@ from hessian_powerlaw.errors import UserInputError
 
 LLM_EXTRA_HINT = "pip install 'hessian-powerlaw[llm]'"
 
+# files of which a saved Hugging Face tokenizer has at least one
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+)
+
 
 def require_transformers() -> ModuleType:
     """Import ``transformers`` or say how to install it."""
@@ -77,13 +87,23 @@ def load_tokenizer(spec_or_path: str | Path) -> Any:
     """The tokenizer saved in an ``hf:PATH`` folder (``AutoTokenizer``, offline)."""
     path = hf_folder(spec_or_path)
     transformers = require_transformers()
+    # without these files recent transformers versions build an empty tokenizer from the
+    # model config alone, which would silently encode every text to nothing
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise UserInputError(
+            f"folder {str(path)!r} holds no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); "
+            "save one there with tokenizer.save_pretrained(DIR)"
+        )
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserInputError(
             f"cannot load a tokenizer from {str(path)!r}: {_first_line(exc)}; save one there "
             "with tokenizer.save_pretrained(DIR)"
         ) from None
+    if len(tokenizer) == 0:
+        raise UserInputError(f"the tokenizer in {str(path)!r} has an empty vocabulary")
+    return tokenizer
 
 
 class HFCausalLM(nn.Module):
