@@ -85,7 +85,7 @@ def worker(args: argparse.Namespace) -> None:
         print(
             json.dumps({"n": op.n, "samples": op.num_samples, "block": args.block, "seconds": best})
         )
-    distributed.shutdown()
+    distributed.shutdown(synchronize=True)
 
 
 def _slowest(seconds: float) -> float:

@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     distributed.init_from_env(timeout=60)
     try:
         with distributed.failure_guard():
-            return _run(args)
+            status = _run(args)
+            distributed.shutdown(synchronize=True)
+            return status
     except distributed.DistributedError as exc:
         return distributed.report_peer_failure(exc)
     except distributed.InconsistentRanksError as exc:

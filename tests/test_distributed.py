@@ -396,6 +396,7 @@ def test_spectrum_command_under_torchrun_equals_one_process(tmp_path: Path) -> N
         "--out", str(out), "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "does not split its work" not in proc.stderr  # both ranks took part
     assert proc.stdout.count("wrote ") == 1  # rank 1's summary went nowhere
     got = json.loads((out / "spectrum.json").read_text())
     want = analyze_spec("fcn:1x16", "digits", batch_size=50, density=False, **a).to_dict()

@@ -205,10 +205,18 @@ def init_from_env(timeout: float | None = None) -> bool:
     return True
 
 
-def shutdown() -> None:
-    """Destroy the default process group if there is one (idempotent)."""
-    if is_initialized():
-        dist.destroy_process_group()
+def shutdown(synchronize: bool = False) -> None:
+    """Destroy the default process group if there is one (idempotent).
+
+    ``synchronize=True`` (the normal end of a run) first waits at a barrier, so that no rank
+    tears its connections down while another still talks to it. Leave it False when
+    stopping on an error: the other ranks may be inside another collective.
+    """
+    if not is_initialized():
+        return
+    if synchronize and _active():
+        _collective("barrier", dist.barrier)
+    dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,7 +623,9 @@ def run_cli(args: argparse.Namespace, prog: str = "hessian-powerlaw") -> int:
     init_from_env()
     try:
         with failure_guard(), _quiet_unless_primary(args):
-            return int(args.run(args) or 0)
+            status = int(args.run(args) or 0)
+            shutdown(synchronize=True)
+        return status
     except DistributedError as exc:
         return report_peer_failure(exc, prog)
     except UserInputError as exc:
