@@ -19,6 +19,8 @@ _RANDOM = "GPT2-nano / GPT-2, random or pretrained on target data"
 _TRAINED = "GPT2-nano / GPT-2, trained or fine-tuned"
 PAPER_PEARSON_D_KS = 0.92
 LLM_MEASURES = ("d_ks", "lambda_max", "trace", "s")
+# next-token accuracy is not a measure the paper uses for language models
+_LM_MEASURES = tuple(c for c in t.MEASURE_COLUMNS if c[0] != "test_accuracy")
 
 
 def _llm_causes(scale: Scale) -> list[str]:
@@ -55,7 +57,7 @@ def llm_generalization_summary(scale: Scale, results: list[dict[str, Any]]) -> S
                      + " (paper: lambda_max -0.71, trace 0.25)")  # fmt: skip
     return Summary(
         rows=rows,
-        columns=(("setting", "checkpoint"), *t.MEASURE_COLUMNS[:-1],
+        columns=(("setting", "checkpoint"), *_LM_MEASURES,
                  ("test_loss", "validation loss"), ("train_loss", "train loss"),
                  *t.PAPER_COLUMNS),
         verdict=t.sentence(agree, disagree, _llm_causes(scale)),
@@ -88,7 +90,7 @@ def llm_layers_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
         agree.append("outside the blocks: " + t.join_words(others))
     return Summary(
         rows=rows,
-        columns=(("block", "parameter group"), *t.MEASURE_COLUMNS[:-1], *t.PAPER_COLUMNS),
+        columns=(("block", "parameter group"), *_LM_MEASURES, *t.PAPER_COLUMNS),
         verdict=t.sentence(agree, disagree, _llm_causes(scale)),
         findings={"blocks_power_law": len(power), "blocks": len(blocks)},
         figures={"llm-layers": lambda: figures.overlay(

@@ -34,6 +34,7 @@ MEASURE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("lambda_max", "lambda_max"),
     ("trace", "trace"),
     ("test_accuracy", "test acc"),
+    ("converged", "converged"),
 )
 PAPER_COLUMNS: tuple[tuple[str, str], ...] = (
     ("paper_setting", "paper setting"),
@@ -62,7 +63,7 @@ def paper_cells(experiment: str, setting: str | None) -> dict[str, Any]:
     """The ``paper_*`` cells of a row (empty when the condition has no paper counterpart)."""
     row = paper_row(experiment, setting)
     if row is None:
-        return {}
+        return {key: None for key, _ in PAPER_COLUMNS}
     return {
         "paper_setting": row.setting,
         "paper_d_ks": row.d_ks,
