@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hessian_powerlaw.experiments.tables import results_section
+from hessian_powerlaw.experiments.tables import compute_seconds, results_section
 from hessian_powerlaw.io import atomic_write_bytes, atomic_write_text
 
 DOCS_FILE = "reproduction.md"
@@ -26,7 +26,9 @@ Each section names the command that reproduces one finding of Tang et al., "Inve
 Overlooked Hessian Structure: From CNNs to LLMs" (ICML 2025), shows our numbers next to the
 paper's, and gives one sentence on agreement computed from those numbers. Scale `{scale}`:
 {scale_note}
-Total wall time: {total:.0f} s. Versions: {versions}.
+Total measured time: {total:.0f} s (training and Hessians of every condition, on 2 CPU cores
+shared with other work; times of conditions reused from an earlier run are those of that run).
+Versions: {versions}.
 """
 
 SCALE_NOTES = {
@@ -58,7 +60,7 @@ def experiment_section(record: Mapping[str, Any], figure_links: Sequence[str]) -
         "",
         f"Paper: {record['claim']}",
         "",
-        f"Command: `{record['command']}`; measured wall time {record['seconds']:.0f} s "
+        f"Command: `{record['command']}`; measured time {compute_seconds(record):.0f} s "
         "on the machine that generated this page.",
         "",
         results_section(record, "###"),
@@ -82,7 +84,7 @@ def render_docs(
         command=command,
         scale=scale,
         scale_note=SCALE_NOTES.get(scale, "see each section."),
-        total=sum(float(r["seconds"]) for r in records),
+        total=sum(compute_seconds(r) for r in records),
         versions=versions,
     )
     toc = "\n".join(f"- [{r['title']}](#{_anchor(r)}): {r['seconds']:.0f} s" for r in records)

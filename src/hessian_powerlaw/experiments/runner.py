@@ -39,7 +39,12 @@ TABLE_FILE = "table.md"
 
 @dataclass(frozen=True)
 class ExperimentResult(ResultMixin):
-    """``OUT/results.json``: the experiment, its scale, every condition and the summary."""
+    """``OUT/results.json``: the experiment, its scale, every condition and the summary.
+
+    ``seconds`` is this call's wall time (short when earlier results were reused);
+    ``compute_seconds`` the time the numbers took to compute: the recorded time of every
+    condition (training and analysis, whenever it ran) plus this call's summary and figures.
+    """
 
     experiment: str
     title: str
@@ -57,6 +62,7 @@ class ExperimentResult(ResultMixin):
     figures: list[str]
     paper: list[dict[str, Any]]
     seconds: float
+    compute_seconds: float
     versions: dict[str, str]
     kind: str = field(default="reproduce")
 
@@ -267,6 +273,7 @@ def run_experiment(
         results.append(result)
         if log is not None:
             log(f"{experiment.name}: {condition.label} done ({result['seconds']:.1f} s)")
+    summary_start = time.perf_counter()
     summary: Summary = experiment.summarize(scale, results)
     paper_rows = [to_jsonable(row) for row in PAPER_ROWS.get(experiment.name, ())]
     with staged_dir(folder) as stage:
@@ -288,6 +295,9 @@ def run_experiment(
             figures=figures,
             paper=paper_rows,
             seconds=time.perf_counter() - start,
+            compute_seconds=sum(float(r["seconds"]) for r in results)
+            + time.perf_counter()
+            - summary_start,
             versions=versions(),
         )
         record = result_obj.to_dict()

@@ -180,7 +180,7 @@ def markdown_report(record: Mapping[str, Any]) -> str:
         f"Paper: {record['claim']}",
         "",
         f"Command: `{record['command']}` (scale `{record['scale']}`, "
-        f"wall time {record['seconds']:.0f} s).",
+        f"measured time {compute_seconds(record):.0f} s).",
         "",
     ]
     figures = [f"![{name}]({name})" for name in record.get("figures") or []]
@@ -263,6 +263,11 @@ def verdict_phrase(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[s
     if wrong:
         return ([text] if agree else []), [f"the opposite verdict for {join_words(wrong)}"]
     return [text], []
+
+
+def compute_seconds(record: Mapping[str, Any]) -> float:
+    """The time an experiment's numbers took to compute (older files: the wall time)."""
+    return float(record.get("compute_seconds") or record["seconds"])
 
 
 def mean(values: Iterable[Any]) -> float | None:
