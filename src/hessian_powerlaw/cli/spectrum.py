@@ -45,6 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_json(parser)
     add_quiet(parser)
+    parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
     return parser
 
 
@@ -176,6 +177,7 @@ def summary_text(result: Any, written: list[Path]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.analysis import analyze_spec
+    from hessian_powerlaw.distributed import is_primary
     from hessian_powerlaw.io import atomic_write_json, staged_dir
     from hessian_powerlaw.report.outputs import write_spectrum_figures
 
@@ -197,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
+    if not is_primary():  # under torchrun only rank 0 writes and prints
+        return 0
     record = result.to_dict()
     with staged_dir(out) as stage:
         atomic_write_json(stage / "spectrum.json", record)
