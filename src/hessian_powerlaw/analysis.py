@@ -43,16 +43,6 @@ DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.flo
 
 
 @dataclass(frozen=True)
-class TraceEstimate(ResultMixin):
-    """``tr(H)`` estimated from ``num_matvecs`` products, with its standard error."""
-
-    estimate: float
-    stderr: float
-    num_matvecs: int
-    method: str
-
-
-@dataclass(frozen=True)
 class Density(ResultMixin):
     """Stochastic Lanczos quadrature density: nodes/weights and the broadened curve."""
 
@@ -76,7 +66,7 @@ class Analysis(ResultMixin):
     spectrum: Any  # hessian_powerlaw.solvers.Spectrum
     fit: Any  # hessian_powerlaw.powerlaw.PowerLawFit | None
     fit_error: str | None
-    trace: TraceEstimate | None
+    trace: Any  # hessian_powerlaw.solvers.TraceEstimate | None
     lambda_max: float
     measures: dict[str, Any]
     density: Density | None
@@ -98,6 +88,7 @@ class ModelAnalysis(ResultMixin):
     ``None`` and ``blocks`` maps each parameter group to its own analysis.
     """
 
+    kind: str = field(default="spectrum", init=False)  # first key of the JSON file
     model: str
     data: str
     checkpoint: str | None
@@ -109,7 +100,6 @@ class ModelAnalysis(ResultMixin):
     config: dict[str, Any]
     versions: dict[str, str]
     seconds: float
-    kind: str = field(default="spectrum")
 
     def to_dict(self) -> dict[str, Any]:
         """``spectrum.json``: with one selection its analysis is merged into the top level
@@ -166,6 +156,10 @@ def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
 def _validate(k: int, tol: float, trace_matvecs: int, alpha: float) -> None:
     _check_positive_int(k, "k")
     _check_positive_int(trace_matvecs, "trace_matvecs", minimum=0)
+    if 0 < trace_matvecs < 6:
+        raise UserInputError(
+            f"trace_matvecs must be 0 (no trace) or >= 6 (Hutch++), got {trace_matvecs}"
+        )
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise UserInputError(f"tol must be a number in (0, 1), e.g. 1e-6; got {tol!r}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
@@ -215,22 +209,13 @@ def fit_or_reason(eigenvalues: np.ndarray, alpha: float) -> tuple[Any, str | Non
         return fit_power_law(np.asarray(eigenvalues, dtype=float), alpha=alpha), None
 
 
-def _trace_numbers(result: Any) -> tuple[float, float]:
-    """(estimate, stderr) from the trace estimator's result (an object or a pair)."""
-    if isinstance(result, tuple):
-        return float(result[0]), float(result[1])
-    return float(result.estimate), float(result.stderr)
-
-
-def estimate_trace(op: Any, num_matvecs: int, seed: int) -> TraceEstimate | None:
-    """Hutch++ estimate of ``tr(H)``; ``num_matvecs = 0`` skips it."""
+def estimate_trace(op: Any, num_matvecs: int, seed: int) -> Any:
+    """Hutch++ estimate of ``tr(H)`` (``solvers.TraceEstimate``); ``num_matvecs=0`` skips it."""
     if num_matvecs == 0:
         return None
     from hessian_powerlaw.solvers import hutchinson_trace
 
-    torch.manual_seed(seed)  # the estimator's probe vectors
-    estimate, stderr = _trace_numbers(hutchinson_trace(op, num_matvecs, method="hutch++"))
-    return TraceEstimate(estimate, stderr, num_matvecs, "hutch++")
+    return hutchinson_trace(op, num_matvecs, method="hutch++", seed=seed)
 
 
 def estimate_density(
@@ -239,9 +224,8 @@ def estimate_density(
     """SLQ density, broadened with a Gaussian of width 1% of the spectral range."""
     from hessian_powerlaw.solvers import broadened_density, spectral_density
 
-    torch.manual_seed(seed)
-    sd = spectral_density(op, num_probes=num_probes, lanczos_steps=lanczos_steps)
-    nodes = np.asarray(sd.nodes, dtype=float)
+    sd = spectral_density(op, num_probes=num_probes, lanczos_steps=lanczos_steps, seed=seed)
+    nodes = np.asarray(sd.nodes, dtype=float)[np.asarray(sd.weights) > 0]
     low, high = float(nodes.min()), float(nodes.max())
     span = max(high - low, 1e-12 * max(abs(high), 1.0))
     sigma = 0.01 * span
@@ -250,13 +234,13 @@ def estimate_density(
     return Density(grid, values, sigma, num_probes, lanczos_steps)
 
 
-def measures_of(spectrum: Any, fit: Any, trace: TraceEstimate | None) -> dict[str, Any]:
+def measures_of(spectrum: Any, fit: Any, trace: Any) -> dict[str, Any]:
     """The flat measure dictionary that tracking, correlations and tables use."""
     eigenvalues = np.asarray(spectrum.eigenvalues, dtype=float)
     return {
         "lambda_max": float(eigenvalues[0]) if eigenvalues.size else None,
         "trace": trace.estimate if trace else None,
-        "trace_stderr": trace.stderr if trace else None,
+        "trace_stderr": trace.std_error if trace else None,
         "s": float(fit.s) if fit else None,
         "sigma_s": float(fit.sigma_s) if fit else None,
         "beta": float(fit.beta) if fit else None,

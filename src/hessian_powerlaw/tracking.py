@@ -54,6 +54,7 @@ class TrackResult(ResultMixin):
     ``kendall_tau``, ``kendall_p`` and ``reason`` (coefficients ``None`` when undefined).
     """
 
+    kind: str = field(default="track", init=False)  # first key of the JSON file
     run: str
     model: str
     data: str
@@ -63,7 +64,6 @@ class TrackResult(ResultMixin):
     complete: bool
     versions: dict[str, str]
     seconds: float
-    kind: str = field(default="track")
 
     @property
     def config(self) -> dict[str, Any]:
@@ -304,6 +304,7 @@ DEMO_PRESETS: dict[str, DemoSettings] = {
 class DemoResult(ResultMixin):
     """``demo.json``: the training run, and the analysis of each state with the table."""
 
+    kind: str = field(default="demo", init=False)  # first key of the JSON file
     out: str
     model: str
     data: str
@@ -314,7 +315,6 @@ class DemoResult(ResultMixin):
     settings: DemoSettings
     versions: dict[str, str]
     seconds: float
-    kind: str = field(default="demo")
 
 
 def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict[str, Any]]:

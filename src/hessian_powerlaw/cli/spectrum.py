@@ -164,7 +164,7 @@ def summary_text(result: Any, written: list[Path]) -> str:
             f"{analysis.seconds:.1f} s"
         )
         trace = analysis.trace
-        trace_text = f"{trace.estimate:.6g} +/- {trace.stderr:.2g}" if trace else "not computed"
+        trace_text = f"{trace.estimate:.6g} +/- {trace.std_error:.2g}" if trace else "not computed"
         lines.append(f"  lambda_max = {analysis.lambda_max:.6g}, trace = {trace_text}")
         lines.append(
             f"  fit: {analysis.fit}" if analysis.fit else f"  no fit: {analysis.fit_error}"

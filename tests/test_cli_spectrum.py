@@ -1,0 +1,135 @@
+"""`hessian-powerlaw spectrum` and `report` end to end, and their one-line user errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hessian_powerlaw.cli import main
+from tests.reference import explicit_hessian
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SMALL = ["--model", "fcn:1x8", "--data", "digits", "--samples", "200", "--quiet"]
+
+
+def reference_eigenvalues(samples: int, k: int) -> np.ndarray:
+    """Top-k eigenvalues of the explicit float64 Hessian of the spectrum command's set-up:
+    zoo model fcn:1x8 at seed 0, the first fixed subset of `samples` digits."""
+    from hessian_powerlaw import zoo
+
+    data = zoo.load_data("digits", seed=0)
+    model = zoo.build_model("fcn:1x8", data, seed=0).double()
+    batches = [(x.double(), y) for x, y in data.hessian_batches(samples, None, 0)]
+    H = explicit_hessian(model, data.loss, batches)
+    return torch.linalg.eigvalsh(H).flip(0).numpy()[:k]
+
+
+def test_spectrum_writes_json_and_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    code = main(["spectrum", *SMALL, "--k", "15", "--trace-matvecs", "12", "--out", str(out)])
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["spectrum-cdf.png", "spectrum-density.png", "spectrum.json", "spectrum.png"]
+    for name in names[:2] + names[3:]:
+        assert (out / name).read_bytes().startswith(PNG_MAGIC)
+    record = json.loads((out / "spectrum.json").read_text())
+    assert record["kind"] == "spectrum" and record["model"] == "fcn:1x8"
+    assert record["num_samples"] == 200 and record["num_params"] == 610
+    spectrum = record["spectrum"]
+    assert len(spectrum["eigenvalues"]) == len(spectrum["residuals"]) == 15
+    assert all(spectrum["converged"]) and max(spectrum["residuals"]) <= 1e-6
+    exact = reference_eigenvalues(200, 15)
+    np.testing.assert_allclose(spectrum["eigenvalues"], exact, rtol=0, atol=1e-8 * exact[0])
+    assert record["measures"]["lambda_max"] == spectrum["eigenvalues"][0]
+    assert record["measures"]["d_ks"] == record["fit"]["ks_distance"]
+    assert record["trace"]["num_matvecs"] == 12
+    assert {"torch", "numpy", "hessian_powerlaw", "python"} <= set(record["versions"])
+    assert record["config"]["k"] == 15 and record["seconds"] > 0
+    assert set(record["evaluation"]) == {"train", "test"}
+    stdout = capsys.readouterr().out
+    assert "15/15 converged" in stdout and "fit: s = " in stdout and "wrote" in stdout
+
+
+def test_spectrum_json_flag_and_last_layer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    args = ["spectrum", *SMALL, "--k", "10", "--params", "last", "--trace-matvecs", "0",
+            "--no-density", "--json", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((out / "spectrum.json").read_text())
+    assert printed["params"] == "last" and printed["num_params"] == 8 * 10 + 10
+    assert printed["trace"] is None and printed["density"] is None
+
+
+def test_report_command_on_a_spectrum(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    args = ["spectrum", *SMALL, "--k", "12", "--trace-matvecs", "0", "--no-density", "--out",
+            str(out)]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.html")
+    html = (out / "report.html").read_text()
+    assert html.count("<img ") == 2 and "fcn:1x8 on digits" in html
+
+
+def _expect_user_error(capsys: pytest.CaptureFixture, args: list[str], needle: str) -> str:
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hessian-powerlaw: error: ")
+    assert needle in lines[0], lines[0]
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_unknown_specs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    _expect_user_error(
+        capsys, ["spectrum", "--model", "nosuchnet", "--data", "digits", "--out", str(out)],
+        "nosuchnet",
+    )  # fmt: skip
+    _expect_user_error(
+        capsys, ["spectrum", "--model", "lenet", "--data", "nosuchdata", "--out", str(out)],
+        "nosuchdata",
+    )  # fmt: skip
+    assert not out.exists()
+
+
+def test_checkpoint_that_does_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    torch.save(nn.Linear(3, 2).state_dict(), tmp_path / "other.pt")
+    out = tmp_path / "out"
+    args = ["spectrum", *SMALL, "--checkpoint", str(tmp_path / "other.pt"), "--out", str(out)]
+    _expect_user_error(capsys, args, "do not fit the model")
+    assert not out.exists()
+
+
+def test_k_larger_than_parameter_count(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    _expect_user_error(capsys, ["spectrum", *SMALL, "--k", "611", "--out", str(out)], "(610)")
+    assert not out.exists()
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    _expect_user_error(
+        capsys, ["spectrum", *SMALL, "--k", "5", "--out", str(blocker / "sub")], "is a file"
+    )
+    assert blocker.read_text() == "not a folder"
+
+
+def test_per_block_needs_blocks(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["spectrum", *SMALL, "--k", "5", "--params", "per-block", "--out", str(tmp_path / "o")]
+    _expect_user_error(capsys, args, "repeated blocks")
+
+
+def test_report_without_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _expect_user_error(capsys, ["report", str(tmp_path)], "no result files")
+    _expect_user_error(capsys, ["report", str(tmp_path / "missing")], "does not exist")
