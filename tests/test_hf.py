@@ -208,3 +208,37 @@ def test_folder_without_tokenizer(tmp_path: Path, hf_setup: tuple[Path, Path]) -
     _save_tiny_gpt2(tmp_path, 30)
     with pytest.raises(UserInputError, match="holds no tokenizer"):
         load_text_data(f"text:{text_file}", model_spec=f"hf:{tmp_path}")
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="analysis.analyze_spec loads text data without model_spec, so hf:PATH models get "
+    "character ids and the default 128-token windows instead of their tokenizer's; remove "
+    "this marker once it passes model_spec=model_spec to zoo.load_data",
+)
+def test_cli_spectrum_last_layer_matches_explicit_hessian(
+    tmp_path: Path, hf_setup: tuple[Path, Path], hf_data: TextData
+) -> None:
+    """``hessian-powerlaw spectrum --model hf:DIR --data text:FILE --params last --k 10``: the
+    eigenvalues in spectrum.json equal the explicit last-layer Hessian's within 1e-6."""
+    from hessian_powerlaw.cli import main
+
+    model_dir, text_file = hf_setup
+    out = tmp_path / "out"
+    argv = ["spectrum", "--model", f"hf:{model_dir}", "--data", f"text:{text_file}"]
+    argv += ["--params", "last", "--k", "10", "--samples", "4", "--tol", "1e-10"]
+    argv += ["--no-density", "--trace-matvecs", "0", "--quiet", "--out", str(out)]
+    code = main(argv)
+    assert code == 0, "the spectrum command failed (see its error line above)"
+    record = json.loads((out / "spectrum.json").read_text())
+    assert record["num_params"] == hf_data.num_classes * 16
+    model = load_hf_model(f"hf:{model_dir}", hf_data).double()
+    batches = hf_data.hessian_batches(4, None, 0)  # what the command uses for --samples 4
+    H = explicit_hessian_via_grad(model, hf_data.loss, batches, last_layer_names(model))
+    exact = torch.linalg.eigvalsh(H).flip(0).numpy()
+    got = np.array(record["spectrum"]["eigenvalues"])
+    np.testing.assert_allclose(got, exact[:10], rtol=0, atol=1e-6)
