@@ -55,8 +55,9 @@ td:first-child, th:first-child { text-align: left; }
 td.yes { color: #1a7f37; font-weight: 600; }
 td.no { color: #b42318; font-weight: 600; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 0; flex: 1 1 520px; max-width: 560px; }
+figure.wide { flex-basis: 100%; max-width: 100%; }
+figure img { width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.88em; color: #555; max-width: 620px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
 """
@@ -145,8 +146,9 @@ def find_results(root: Path) -> list[ResultFile]:
 
 def _img(fig: Figure, alt: str, caption: str) -> str:
     encoded = base64.b64encode(plots.png_bytes(fig)).decode("ascii")
+    wide = ' class="wide"' if fig.get_figwidth() > 8 else ""  # multi-panel figures
     return (
-        f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+        f'<figure{wide}><img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 

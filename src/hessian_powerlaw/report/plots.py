@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from hessian_powerlaw.io import atomic_write_bytes
@@ -131,6 +132,18 @@ def _label(ax: Any, xlabel: str, ylabel: str, title: str | None = None) -> None:
         ax.set_title(title, fontsize=_RC["title"])
 
 
+def _readable_log_ticks(ax: Any, axis: str = "y") -> None:
+    """Plain numbers (``0.5``, ``2``) instead of ``5 x 10^-1`` on a log axis spanning less
+    than about two decades, where matplotlib labels the minor ticks in scientific form."""
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if low <= 0 or high / low > 100:
+        return
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    target.set_major_formatter(plain)
+    target.set_minor_formatter(plain)
+
+
 def _positive_descending(eigenvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     values = np.asarray(eigenvalues, dtype=float)
     values = values[np.isfinite(values)]
@@ -174,6 +187,7 @@ def rank_plot(
     if dropped:
         full_title += f" ({dropped} non-positive not shown)"
     _label(ax, "rank $k$", r"eigenvalue $\lambda_k$", full_title)
+    _readable_log_ticks(ax)
     ax.legend(fontsize=_RC["legend"], loc="lower left")
     return fig
 
@@ -203,6 +217,7 @@ def overlay_rank_plot(
         _draw_rank(ax, values, view, _COLORS[i % len(_COLORS)], name)
     ylabel = r"$\lambda_k / \lambda_1$" if normalize else r"eigenvalue $\lambda_k$"
     _label(ax, "rank $k$", ylabel, title)
+    _readable_log_ticks(ax)
     ax.legend(fontsize=_RC["legend"] - 1, loc="lower left", ncol=1 if len(series) < 4 else 2)
     return fig
 
@@ -253,6 +268,7 @@ def cdf_plot(
     at, emp, fitted = ks_location(x, view)
     ax.plot([at, at], [emp, fitted], color="black", lw=2.5, label=view.verdict())
     ax.set_xscale("log")
+    _readable_log_ticks(ax, "x")
     ax.set_ylim(-0.02, 1.02)
     _label(ax, r"eigenvalue $\lambda$", "cumulative probability", title or "CDF: data vs fit")
     ax.legend(fontsize=_RC["legend"], loc="lower right")
