@@ -40,7 +40,6 @@ Sizes and defaults (chosen for a 2-core CPU; the paper's scale is a parameter aw
 from __future__ import annotations
 
 import importlib.util
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +219,7 @@ class TextData:
     train_tokens: torch.Tensor
     test_tokens: torch.Tensor
     seq_len: int
-    encoder: Any
+    encoder: Encoder
     train_documents: tuple[str, ...] = ()
     test_documents: tuple[str, ...] = ()
     max_eval_sequences: int = DEFAULT_EVAL_SEQUENCES
@@ -426,7 +425,7 @@ def _sources(
     raise UserInputError(f"text data spec {spec!r} is not 'shakespeare' or 'text:FILE'")
 
 
-def _encode_works(encoder: Any, works: list[tuple[str, str]]) -> torch.Tensor:
+def _encode_works(encoder: Encoder, works: list[tuple[str, str]]) -> torch.Tensor:
     return torch.from_numpy(encoder.encode("\n\n".join(text for _, text in works)))
 
 
@@ -440,7 +439,7 @@ def _default_seq_len(model_spec: str | None) -> int:
     return DEFAULT_SEQ_LEN if limit is None else min(DEFAULT_SEQ_LEN, limit)
 
 
-def _make_encoder(model_spec: str | None, train_text: str) -> Any:
+def _make_encoder(model_spec: str | None, train_text: str) -> Encoder:
     if model_spec is not None and model_spec.startswith("hf:"):
         from hessian_powerlaw.zoo.hf import load_tokenizer
 
@@ -493,8 +492,3 @@ def load_text_data(
                 f"{seq_len} tokens; use a longer text or a smaller seq_len"
             )
     return data
-
-
-def expected_uniform_loss(vocab_size: int) -> float:
-    """Cross-entropy of uniform predictions, ``ln V``: the loss of an untrained model."""
-    return math.log(vocab_size)
