@@ -71,13 +71,18 @@ def test_paper_scale_records_the_papers_settings() -> None:
     assert scale.mnist == "mnist-idx:/data/mnist"
     assert scale.cifar == "cifar10:/data/cifar-10-batches-bin"
     assert scale.k_resnet == 50
-    for c in get_experiment("trained-vs-random").conditions_at(scale):
+    conditions = get_experiment("trained-vs-random").conditions_at(scale)
+    for c in conditions:
         cfg = c.config
         assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == (
             "sgd-momentum", 0.1, 0.9, 5e-4,
         )  # fmt: skip
         assert (cfg.schedule, cfg.epochs, cfg.batch_size) == ("step", 50, 128)
-        assert c.hessian.k == 1000
+        assert c.hessian.k == (50 if cfg.model == "resnet18" else 1000)
+    assert {c.config.data for c in conditions} == {
+        "mnist-idx:/data/mnist", "fashion-mnist", "cifar10:/data/cifar-10-batches-bin",
+    }  # fmt: skip
+    assert sum(c.config.model == "resnet18" for c in conditions) == 2
     (gpt,) = get_experiment("llm-generalization").conditions_at(scale)
     assert gpt.config.model == "chargpt:6x384:6"
     assert (gpt.config.lr, gpt.config.steps, gpt.config.optimizer) == (6e-4, 1000, "adamw")

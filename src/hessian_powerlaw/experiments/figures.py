@@ -75,7 +75,8 @@ def sweep_plot(
             ax.plot(xs, ys, "o-", color=color, label=group or None)
             if key == "d_ks":
                 dc = np.array([_number(r.get("d_c")) for r in members])
-                ax.plot(xs, dc, "--", color=color, alpha=0.6)
+                ax.plot(xs, dc, "--", color=color, alpha=0.6, label="$d_c$" if gi == 0 else None)
+                ax.legend(fontsize=8)
     for ax, key in zip(axes, measures):
         if log_x:
             ax.set_xscale("log")

@@ -69,16 +69,20 @@ def trained_vs_random_conditions(scale: Scale) -> tuple[Condition, ...]:
         pairs.append(
             ("lenet", scale.cifar, {}, "LeNet CIFAR-10, random init", "LeNet CIFAR-10, trained")
         )
+        # the paper's ResNet-18 on CIFAR-10, with its K = 50 (no table row to compare with)
+        pairs.append(("resnet18", scale.cifar, {}, None, None))
     conditions = []
     for model, data, changes, paper_random, paper_trained in pairs:
         config = scale.sgd(model, data, **changes)
         stem = f"{model.partition(':')[0]}-{short(data)}"
         samples = 128 if scale.name == "cpu" and short(data) == "fashion" else scale.samples
+        k = scale.k_resnet if model.startswith("resnet") else scale.k
         for trained, paper in ((False, paper_random), (True, paper_trained)):
             state = "trained" if trained else "random"
             conditions.append(
                 Condition(
-                    label=f"{stem}-{state}", config=config, hessian=scale.hessian(samples=samples),
+                    label=f"{stem}-{state}", config=config,
+                    hessian=scale.hessian(samples=samples, k=k),
                     trained=trained, run=stem, group=stem, values={"state": state}, paper=paper,
                 )
             )  # fmt: skip
