@@ -261,12 +261,14 @@ def test_verdicts_are_computed_from_the_numbers() -> None:
     ]
     assert t.verdict_agreement(rows) == (1, 2, ["y"])
     agree, disagree = t.verdict_phrase(rows)
-    assert agree == ["1 of 2 power-law verdicts match"]
-    assert disagree == ["the opposite verdict for y"]
-    text = t.sentence(agree, disagree, ["K = 100 instead of 1000"])
+    assert agree == [] and disagree == [
+        "1 of 2 power-law verdicts match (the opposite verdict for y)"
+    ]
+    assert t.verdict_phrase(rows[:1]) == (["1 of 1 power-law verdicts match"], [])
+    text = t.sentence(["d_ks falls"], disagree, ["K = 100 instead of 1000"])
     assert text == (
-        "Agrees with the paper: 1 of 2 power-law verdicts match, but disagrees: the opposite "
-        "verdict for y, likely because of K = 100 instead of 1000."
+        "Agrees with the paper: d_ks falls, but disagrees: 1 of 2 power-law verdicts match "
+        "(the opposite verdict for y), likely because of K = 100 instead of 1000."
     )
     assert "nothing is compared" in t.sentence([], [], ["K"])
     causes = t.scale_differences({"name": "cpu", "k": 100, "mnist": "digits", "epochs": 20})

@@ -261,7 +261,7 @@ def verdict_phrase(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[s
         return [], []
     text = f"{agree} of {total} power-law verdicts match"
     if wrong:
-        return ([text] if agree else []), [f"the opposite verdict for {join_words(wrong)}"]
+        return [], [f"{text} (the opposite verdict for {join_words(wrong)})"]
     return [text], []
 
 
