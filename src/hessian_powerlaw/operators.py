@@ -656,7 +656,11 @@ def _to_device(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
             return obj.to(device=device, dtype=dtype)
         return obj.to(device=device)
     if isinstance(obj, Mapping):
-        return type(obj)({k: _to_device(v, device, dtype) for k, v in obj.items()})
+        moved = {k: _to_device(v, device, dtype) for k, v in obj.items()}
+        try:  # keep the user's mapping type (e.g. a tokenizer's BatchEncoding) when we can
+            return type(obj)(moved)
+        except TypeError:
+            return moved
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
         return type(obj)(*(_to_device(v, device, dtype) for v in obj))
     if isinstance(obj, (tuple, list)):
