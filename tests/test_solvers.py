@@ -153,6 +153,9 @@ def test_whole_space_and_users_own_operator() -> None:
     spec = top_eigenpairs(Diagonal(), k=12, tol=1e-12, block_size=5)
     assert spec.all_converged and spec.num_data_passes is None
     assert np.allclose(spec.eigenvalues, lam[::-1], rtol=0, atol=1e-13)
+    for n in (1, 2):
+        one = top_eigenpairs(MatrixOperator(np.diag(np.arange(1.0, n + 1))), k=1)
+        assert one.all_converged and one.eigenvalues[0] == pytest.approx(float(n), abs=1e-14)
 
 
 def test_progress_bar_and_to_dict(capsys) -> None:

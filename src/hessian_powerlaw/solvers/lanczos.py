@@ -87,7 +87,7 @@ def top_eigenpairs(
     extra = max(p, math.ceil(0.1 * k))  # Ritz pairs beyond k converge the k-th one faster
     k_want = min(k + extra, n)
     m_max = basis_size if basis_size is not None else max(2 * k_want, k_want + 4 * p)
-    if m_max < k_want + p:
+    if m_max < min(k_want + p, n):
         raise UserInputError(
             f"basis_size={m_max} is too small for k={k} and block {p}; use at least {k_want + p}"
         )
