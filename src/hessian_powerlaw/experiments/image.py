@@ -263,7 +263,8 @@ def batch_size_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
         rho = _spearman(members, "batch_size", "d_ks")
         trends[group] = rho
         if rho is not None:
-            text = f"d_ks rises with batch size at {group} (Spearman {rho:+.2f})"
+            verb = "rises" if rho > 0 else "does not rise"
+            text = f"d_ks {verb} with batch size at {group} (Spearman {rho:+.2f})"
             (agree if rho > 0 else disagree).append(text)
     return Summary(
         rows=rows,
@@ -404,7 +405,8 @@ def data_size_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
     agree, disagree = t.verdict_phrase(rows)
     rho = _spearman(rows, "train_size", "d_ks")
     if rho is not None:
-        text = f"d_ks falls as the training set grows (Spearman {rho:+.2f})"
+        verb = "falls" if rho < 0 else "does not fall"
+        text = f"d_ks {verb} as the training set grows (Spearman {rho:+.2f})"
         (agree if rho < 0 else disagree).append(text)
     causes = _causes(scale, results)
     if scale.name == "cpu":
@@ -463,7 +465,8 @@ def label_noise_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
         rho = _spearman(members, "noise", "d_ks")
         trend[split] = rho
         if rho is not None and split == "train":
-            text = f"d_ks rises with label noise on training data (Spearman {rho:+.2f})"
+            verb = "rises" if rho > 0 else "does not rise"
+            text = f"d_ks {verb} with label noise on training data (Spearman {rho:+.2f})"
             (agree if rho > 0 else disagree).append(text)
     if trend.get("test") is not None:
         agree.append(f"on test data the Spearman of d_ks with noise is {trend['test']:+.2f}")
