@@ -37,7 +37,19 @@ def overlay(results: Sequence[Mapping[str, Any]], title: str, *, normalize: bool
         for group, analysis in analyses.items():
             name = result["label"] if len(analyses) == 1 else f"{result['label']} / {group}"
             series[name] = (analysis["spectrum"]["eigenvalues"], analysis.get("fit"))
-    return plots.overlay_rank_plot(series, title=title, normalize=normalize)
+    return legend_outside(plots.overlay_rank_plot(series, title=title, normalize=normalize))
+
+
+def legend_outside(fig: Figure) -> Figure:
+    """Move the legend of a one-panel figure to the right of the axes, so that with many
+    spectra it does not cover the data; the figure is widened to make room."""
+    ax = fig.axes[0]
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        width, height = fig.get_size_inches()
+        fig.set_size_inches(width + 3.5, height)
+    return fig
 
 
 def _figure(ncols: int, width: float = 3.7, height: float = 3.3) -> tuple[Figure, Any]:

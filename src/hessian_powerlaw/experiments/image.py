@@ -108,6 +108,14 @@ def trained_vs_random_summary(scale: Scale, results: list[dict[str, Any]]) -> Su
     agree, disagree = t.verdict_phrase([{**r, "power_law": _power(r)} for r in rows])
     order = f"trained d_ks < random-init d_ks in {len(ordered)} of {len(pairs)} model/data pairs"
     (agree if len(ordered) == len(pairs) else disagree).append(order)
+    trained_s = [r["s"] for r in rows if r["state"] == "trained" and r.get("s") is not None]
+    random_s = [r["s"] for r in rows if r["state"] == "random" and r.get("s") is not None]
+    if trained_s:
+        # the paper's trained networks have s = 0.83-1.07
+        text = f"trained s = {min(trained_s):.2f}-{max(trained_s):.2f} (paper 0.83-1.07)"
+        if random_s:
+            text += f" against {min(random_s):.2f}-{max(random_s):.2f} at random init"
+        (agree if all(0.7 <= s <= 1.4 for s in trained_s) else disagree).append(text)
     return Summary(
         rows=rows,
         columns=t.columns(("state", "state")),
