@@ -476,8 +476,6 @@ def label_noise_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
             verb = "rises" if rho > 0 else "does not rise"
             text = f"d_ks {verb} with label noise on training data (Spearman {rho:+.2f})"
             (agree if rho > 0 else disagree).append(text)
-    if trend.get("test") is not None:
-        agree.append(f"on test data the Spearman of d_ks with noise is {trend['test']:+.2f}")
     return Summary(
         rows=rows,
         columns=t.columns(("labels", "labels"), ("split", "Hessian data"),
