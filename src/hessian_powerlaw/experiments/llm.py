@@ -48,8 +48,10 @@ def llm_generalization_summary(scale: Scale, results: list[dict[str, Any]]) -> S
     agree, disagree = t.verdict_phrase(rows)
     r = {m: (table.get(m) or {}).get("pearson_r") for m in LLM_MEASURES}
     if r["d_ks"] is not None:
-        text = (f"Pearson(d_ks, validation loss) = {r['d_ks']:.2f} across "
-                f"{len(rows)} checkpoints (paper up to {PAPER_PEARSON_D_KS})")  # fmt: skip
+        # Spearman too: one far-off checkpoint (random init) can carry a Pearson r alone
+        rho = (table.get("d_ks") or {}).get("spearman_rho")
+        text = (f"Pearson(d_ks, validation loss) = {r['d_ks']:.2f} (Spearman {t.fmt(rho, 2)}) "
+                f"across {len(rows)} checkpoints (paper up to {PAPER_PEARSON_D_KS})")  # fmt: skip
         (agree if r["d_ks"] > 0 else disagree).append(text)
     sharp = {m: r[m] for m in ("lambda_max", "trace") if r[m] is not None}
     if r["d_ks"] is not None and sharp:
