@@ -22,10 +22,11 @@ from hessian_powerlaw.analysis import (
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.io import atomic_write_json
 from hessian_powerlaw.operators import MatrixOperator
-from hessian_powerlaw.powerlaw import fit_power_law
+from hessian_powerlaw.powerlaw import bootstrap_pvalue, compare_alternatives, fit_power_law
 from tests.reference import digits_mlp, explicit_hessian
 
 MEASURE_KEYS = {"lambda_max", "trace", "trace_stderr", "s", "sigma_s", "beta", "d_ks", "d_c",
+                "p_value", "lr_exponential", "lr_exponential_p",
                 "is_power_law"}  # fmt: skip
 
 
@@ -48,6 +49,12 @@ def test_eigenvalues_fit_and_trace_match_the_explicit_hessian(mlp) -> None:
     reference = fit_power_law(exact[:20])
     assert result.fit.beta == pytest.approx(reference.beta, rel=1e-6)
     assert result.fit.ks_distance == pytest.approx(reference.ks_distance, rel=1e-6, abs=1e-9)
+    # the calibrated tests are those of the statistics layer on the same eigenvalues
+    boot = bootstrap_pvalue(exact[:20], n_boot=1000, seed=3)
+    assert result.measures["p_value"] == pytest.approx(boot.p_value, abs=0.01)
+    lr = compare_alternatives(exact[:20])["exponential"]
+    assert result.measures["lr_exponential"] == pytest.approx(lr.normalized_ratio, rel=1e-5)
+    assert result.measures["lr_exponential_p"] == pytest.approx(lr.p_value, rel=1e-4)
     # Hutch++ trace: within 3 of its standard errors of the exact trace
     exact_trace = float(torch.trace(H))
     assert abs(result.trace.estimate - exact_trace) <= 3 * result.trace.std_error + 1e-9

@@ -15,6 +15,7 @@ from hessian_powerlaw.cli import main
 from hessian_powerlaw.tracking import TARGETS, TRACKED_MEASURES, select_checkpoints, track_run
 
 MEASURE_KEYS = {"lambda_max", "trace", "trace_stderr", "s", "sigma_s", "beta", "d_ks", "d_c",
+                "p_value", "lr_exponential", "lr_exponential_p",
                 "is_power_law"}  # fmt: skip
 OPTIONS = dict(k=12, samples=200, trace_matvecs=12)
 

@@ -23,6 +23,12 @@ _EXPORTS: dict[str, str] = {
     "fit_power_law": "hessian_powerlaw.powerlaw",
     "PowerLawFit": "hessian_powerlaw.powerlaw",
     "UserInputError": "hessian_powerlaw.errors",
+    "analyze": "hessian_powerlaw.analysis",
+    "analyze_spec": "hessian_powerlaw.analysis",
+    "Analysis": "hessian_powerlaw.analysis",
+    "track_run": "hessian_powerlaw.tracking",
+    "run_demo": "hessian_powerlaw.tracking",
+    "write_report": "hessian_powerlaw.report",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -58,14 +58,22 @@ class Analysis(ResultMixin):
     """Spectrum, power-law fit and measures of the Hessian of one model state.
 
     ``fit`` is ``None`` when fewer than 10 of the top eigenvalues are positive (a power law
-    cannot be tested); ``fit_error`` then says why. ``measures`` always holds the same keys:
-    ``lambda_max``, ``trace``, ``trace_stderr``, ``s``, ``sigma_s``, ``beta``, ``d_ks``,
-    ``d_c``, ``is_power_law`` (``None`` where undefined).
+    cannot be tested); ``fit_error`` then says why. Beyond the paper's KS test against
+    ``d_c``: ``bootstrap``, the calibrated goodness-of-fit p-value (Clauset et al.: the KS
+    table is not valid once beta is estimated), and ``alternatives``, likelihood-ratio tests
+    of the power law against exponential, log-normal, stretched exponential and truncated
+    power law on the same tail. ``measures`` always holds the same keys: ``lambda_max``,
+    ``trace``, ``trace_stderr``, ``s``, ``sigma_s``, ``beta``, ``d_ks``, ``d_c``,
+    ``is_power_law``, ``p_value`` (bootstrap), ``lr_exponential`` and ``lr_exponential_p``
+    (normalised log-likelihood ratio against the exponential, > 0 favours the power law, and
+    its p-value); ``None`` where undefined.
     """
 
     spectrum: Any  # hessian_powerlaw.solvers.Spectrum
     fit: Any  # hessian_powerlaw.powerlaw.PowerLawFit | None
     fit_error: str | None
+    bootstrap: Any  # hessian_powerlaw.powerlaw.BootstrapResult | None
+    alternatives: Any  # hessian_powerlaw.powerlaw.AlternativesComparison | None
     trace: Any  # hessian_powerlaw.solvers.TraceEstimate | None
     lambda_max: float
     measures: dict[str, Any]
@@ -234,9 +242,31 @@ def estimate_density(
     return Density(grid, values, sigma, num_probes, lanczos_steps)
 
 
-def measures_of(spectrum: Any, fit: Any, trace: Any) -> dict[str, Any]:
+def goodness_of_fit(
+    eigenvalues: np.ndarray, fit: Any, n_boot: int, alternatives: bool, seed: int
+) -> tuple[Any, Any]:
+    """Bootstrap p-value (``n_boot`` samples, 0 skips) and likelihood-ratio tests of a fit."""
+    if fit is None:
+        return None, None
+    from hessian_powerlaw.powerlaw import (
+        DroppedEigenvaluesWarning,
+        bootstrap_pvalue,
+        compare_alternatives,
+    )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DroppedEigenvaluesWarning)
+        boot = bootstrap_pvalue(eigenvalues, n_boot=n_boot, seed=seed) if n_boot else None
+        compared = compare_alternatives(eigenvalues) if alternatives else None
+    return boot, compared
+
+
+def measures_of(
+    spectrum: Any, fit: Any, trace: Any, boot: Any = None, compared: Any = None
+) -> dict[str, Any]:
     """The flat measure dictionary that tracking, correlations and tables use."""
     eigenvalues = np.asarray(spectrum.eigenvalues, dtype=float)
+    exponential = compared["exponential"] if compared is not None else None
     return {
         "lambda_max": float(eigenvalues[0]) if eigenvalues.size else None,
         "trace": trace.estimate if trace else None,
@@ -247,6 +277,9 @@ def measures_of(spectrum: Any, fit: Any, trace: Any) -> dict[str, Any]:
         "d_ks": float(fit.ks_distance) if fit else None,
         "d_c": float(fit.critical_value) if fit else None,
         "is_power_law": bool(fit.is_power_law) if fit else None,
+        "p_value": float(boot.p_value) if boot else None,
+        "lr_exponential": float(exponential.normalized_ratio) if exponential else None,
+        "lr_exponential_p": float(exponential.p_value) if exponential else None,
     }
 
 
@@ -276,6 +309,8 @@ def analyze(
     density_probes: int = 4,
     lanczos_steps: int = 80,
     alpha: float = 0.05,
+    n_boot: int = 1000,
+    alternatives: bool = True,
     seed: int = 0,
     progress: bool = False,
 ) -> Analysis:
@@ -295,7 +330,8 @@ def analyze(
     result = analyze_operator(
         op, k=k, tol=tol, max_matvecs=max_matvecs, trace_matvecs=trace_matvecs,
         density=density, density_probes=density_probes, lanczos_steps=lanczos_steps,
-        alpha=alpha, seed=seed, progress=progress, params_label=_params_label(params),
+        alpha=alpha, n_boot=n_boot, alternatives=alternatives, seed=seed, progress=progress,
+        params_label=_params_label(params),
     )  # fmt: skip
     # the operator's set-up (copying parameters, checking batches) counts too
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
@@ -312,6 +348,8 @@ def analyze_operator(
     density_probes: int = 4,
     lanczos_steps: int = 80,
     alpha: float = 0.05,
+    n_boot: int = 1000,
+    alternatives: bool = True,
     seed: int = 0,
     progress: bool = False,
     params_label: str = "all",
@@ -319,6 +357,7 @@ def analyze_operator(
     """:func:`analyze` for any symmetric operator (``n``, ``dtype``, ``device``, ``matmat``):
     a ``HessianOperator``, a ``MatrixOperator`` or a user's own."""
     _validate(k, tol, trace_matvecs, alpha)
+    _check_positive_int(n_boot, "n_boot", minimum=0)
     from hessian_powerlaw.solvers import top_eigenpairs
 
     if k > op.n:
@@ -330,7 +369,9 @@ def analyze_operator(
     spectrum = top_eigenpairs(
         op, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed, progress=progress
     )
-    fit, fit_error = fit_or_reason(resolved_eigenvalues(spectrum, op.dtype), alpha)
+    resolved = resolved_eigenvalues(spectrum, op.dtype)
+    fit, fit_error = fit_or_reason(resolved, alpha)
+    boot, compared = goodness_of_fit(resolved, fit, n_boot, alternatives, seed)
     trace = estimate_trace(op, min(trace_matvecs, _trace_budget(op.n)), seed)
     sld = estimate_density(op, density_probes, min(lanczos_steps, op.n), seed) if density else None
     config = {
@@ -340,6 +381,7 @@ def analyze_operator(
         "dtype": _dtype_name(op.dtype),
         "trace_matvecs": trace_matvecs,
         "alpha": alpha,
+        "n_boot": n_boot,
         "seed": seed,
         "density": density,
     }
@@ -347,9 +389,11 @@ def analyze_operator(
         spectrum=spectrum,
         fit=fit,
         fit_error=fit_error,
+        bootstrap=boot,
+        alternatives=compared,
         trace=trace,
         lambda_max=float(np.asarray(spectrum.eigenvalues)[0]),
-        measures=measures_of(spectrum, fit, trace),
+        measures=measures_of(spectrum, fit, trace, boot, compared),
         density=sld,
         num_params=int(op.n),
         params=params_label,
@@ -431,6 +475,7 @@ def analyze_spec(
     trace_matvecs: int = 100,
     density: bool = True,
     alpha: float = 0.05,
+    n_boot: int = 1000,
     seed: int = 0,
     evaluate: bool = True,
     progress: bool = False,
@@ -458,6 +503,7 @@ def analyze_spec(
         max_matvecs=max_matvecs,
         alpha=alpha,
         seed=seed,
+        n_boot=n_boot,
         trace_matvecs=trace_matvecs,
         density=density,
         progress=progress,

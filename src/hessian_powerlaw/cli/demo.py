@@ -37,8 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.cli.spectrum import check_output_folder
-    from hessian_powerlaw.report.tables import text_table
-    from hessian_powerlaw.tracking import run_demo
+    from hessian_powerlaw.report.tables import DEMO_COLUMNS, text_table
+    from hessian_powerlaw.tracking import demo_summary, run_demo
 
     start = time.perf_counter()
     out = check_output_folder(args.out)
@@ -50,14 +50,12 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{result.model} trained on {result.data} for {training['epochs']} epochs "
         f"({training['steps']} steps): test accuracy {training['test_accuracy']:.3f}; "
-        f"Hessian on {result.num_samples} training samples"
+        f"Hessian on {result.num_samples} training samples, {result.settings.dtype}"
     )
     print()
-    print(text_table(result.table))
+    print(text_table(result.table, DEMO_COLUMNS))
     print()
-    for row in result.table:
-        if row.get("fit_note"):
-            print(f"{row['state']}: {row['fit_note']}")
+    print(demo_summary(result.table))
     print(f"wrote {out / 'demo.json'}, {out / 'demo.png'}, {out / 'report.html'}")
     print(f"total time {time.perf_counter() - start:.1f} s")
     return 0

@@ -117,6 +117,10 @@ def add_analysis_arguments(parser: argparse.ArgumentParser, default_k: int) -> N
         metavar="M",
         help="Hessian-vector products for the Hutch++ trace estimate (0 skips it)",
     )
+    parser.add_argument(
+        "--n-boot", type=int, default=1000, metavar="B",
+        help="bootstrap samples for the calibrated goodness-of-fit p-value (0 skips it)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of model init, data and probes")
 
 
@@ -196,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         trace_matvecs=args.trace_matvecs,
         density=not args.no_density,
         alpha=args.alpha,
+        n_boot=args.n_boot,
         seed=args.seed,
         progress=not args.quiet,
     )

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         max_matvecs=args.max_matvecs,
         trace_matvecs=args.trace_matvecs,
         alpha=args.alpha,
+        n_boot=args.n_boot,
         seed=args.seed,
         progress=not args.quiet,
         figures=not args.no_figures,

@@ -24,6 +24,17 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace", "trace"),
 )
 
+# the summary plus the calibrated tests that go beyond the paper's KS table
+DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
+    *SUMMARY_COLUMNS[:2],
+    ("test_accuracy", "test acc"),
+    *SUMMARY_COLUMNS[2:7],
+    ("p_value", "p (bootstrap)"),
+    ("lr_exponential", "LR vs exp"),
+    ("lr_exponential_p", "p (LR)"),
+    *SUMMARY_COLUMNS[7:],
+)
+
 
 def format_value(value: Any, digits: int = 4) -> str:
     """One cell: ``None``/NaN -> ``-``, booleans -> yes/no, floats to ``digits`` significant."""
@@ -61,6 +72,9 @@ def summary_row(analysis: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
         "d_ks": measures.get("d_ks"),
         "d_c": measures.get("d_c"),
         "power_law": measures.get("is_power_law"),
+        "p_value": measures.get("p_value"),
+        "lr_exponential": measures.get("lr_exponential"),
+        "lr_exponential_p": measures.get("lr_exponential_p"),
         "lambda_max": measures.get("lambda_max"),
         "trace": measures.get("trace"),
         "trace_stderr": measures.get("trace_stderr"),
