@@ -201,3 +201,19 @@ def test_model_analysis_per_block_keeps_blocks(mlp) -> None:
     record = result.to_dict()
     assert "spectrum" not in record and set(record["blocks"]) == {"a", "b"}
     assert result.analyses == {"a": one, "b": one}
+
+
+def test_readme_python_api_example(capsys: pytest.CaptureFixture) -> None:
+    """The README's "Python API" example runs as printed (it is the documentation)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Python API", 1)
+    assert len(section) == 2, "README has no '## Python API' section"
+    code = re.search(r"```python\n(.*?)```", section[1], re.S)
+    assert code is not None, "the Python API section has no python code block"
+    namespace: dict = {}
+    exec(compile(code.group(1), "README.md", "exec"), namespace)  # noqa: S102
+    result = namespace["result"]
+    assert result.spectrum.k == 30 and result.fit is not None
+    assert "d_ks = " in capsys.readouterr().out
