@@ -44,7 +44,7 @@ DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.flo
 
 @dataclass(frozen=True)
 class Density(ResultMixin):
-    """Stochastic Lanczos quadrature density: nodes/weights and the broadened curve."""
+    """Stochastic Lanczos quadrature density, Gaussian-broadened (width ``sigma``), on a grid."""
 
     grid: np.ndarray
     values: np.ndarray
@@ -151,19 +151,19 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
-def _validate(k: int, tol: float, trace_matvecs: int, alpha: float) -> None:
-    _check_positive_int(k, "k")
-    _check_positive_int(trace_matvecs, "trace_matvecs", minimum=0)
+def validate_options(k: int, tol: float, trace_matvecs: int, alpha: float) -> None:
+    check_int(k, "k")
+    check_int(trace_matvecs, "trace_matvecs", minimum=0)
     if 0 < trace_matvecs < 6:
         raise UserInputError(
             f"trace_matvecs must be 0 (no trace) or >= 6 (Hutch++), got {trace_matvecs}"
@@ -320,7 +320,7 @@ def analyze(
     as :class:`~hessian_powerlaw.operators.HessianOperator` accepts. ``k`` larger than the
     number of parameters is a UserInputError. ``trace_matvecs=0`` skips the trace.
     """
-    _validate(k, tol, trace_matvecs, alpha)
+    validate_options(k, tol, trace_matvecs, alpha)
     from hessian_powerlaw.operators import HessianOperator
 
     start = time.perf_counter()
@@ -356,8 +356,8 @@ def analyze_operator(
 ) -> Analysis:
     """:func:`analyze` for any symmetric operator (``n``, ``dtype``, ``device``, ``matmat``):
     a ``HessianOperator``, a ``MatrixOperator`` or a user's own."""
-    _validate(k, tol, trace_matvecs, alpha)
-    _check_positive_int(n_boot, "n_boot", minimum=0)
+    validate_options(k, tol, trace_matvecs, alpha)
+    check_int(n_boot, "n_boot", minimum=0)
     from hessian_powerlaw.solvers import top_eigenpairs
 
     if k > op.n:
@@ -378,7 +378,7 @@ def analyze_operator(
         "k": k,
         "tol": tol,
         "max_matvecs": max_matvecs,
-        "dtype": _dtype_name(op.dtype),
+        "dtype": dtype_name(op.dtype),
         "trace_matvecs": trace_matvecs,
         "alpha": alpha,
         "n_boot": n_boot,
@@ -486,7 +486,7 @@ def analyze_spec(
     they are split for the products (default: one batch). ``params="per-block"`` analyses
     each parameter group separately. ``evaluate`` adds train/test loss and accuracy.
     """
-    _validate(k, tol, trace_matvecs, alpha)
+    validate_options(k, tol, trace_matvecs, alpha)
     from hessian_powerlaw import zoo
 
     start = time.perf_counter()
@@ -494,7 +494,7 @@ def analyze_spec(
     checkpoint_str = None if checkpoint is None else str(checkpoint)
     model = load_model_state(model_spec, data, checkpoint_str, seed)
     num_samples = samples if samples is not None else default_num_samples(data)
-    _check_positive_int(num_samples, "samples")
+    check_int(num_samples, "samples")
     batches = data.hessian_batches(num_samples, batch_size, seed)
     options = dict(
         k=k,
@@ -510,7 +510,7 @@ def analyze_spec(
     )
     analyses = analyze_groups(model, data.loss, batches, params, **options)
     per_block = params == PER_BLOCK
-    config = {**options, "dtype": _dtype_name(parse_dtype(dtype)), "batch_size": batch_size}
+    config = {**options, "dtype": dtype_name(parse_dtype(dtype)), "batch_size": batch_size}
     config.pop("progress")
     return ModelAnalysis(
         model=model_spec,

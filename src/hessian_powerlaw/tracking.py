@@ -24,13 +24,13 @@ from typing import Any
 
 from hessian_powerlaw._results import ResultMixin, to_jsonable
 from hessian_powerlaw.analysis import (
-    _check_positive_int,
-    _dtype_name,
-    _validate,
     analyze,
+    check_int,
     default_num_samples,
+    dtype_name,
     parameter_groups,
     parse_dtype,
+    validate_options,
     versions,
 )
 from hessian_powerlaw.errors import UserInputError
@@ -167,8 +167,8 @@ def track_run(
     from hessian_powerlaw.training import load_config_data, load_run, load_weights
     from hessian_powerlaw.zoo import build_model
 
-    _validate(k, tol, trace_matvecs, alpha)
-    _check_positive_int(every, "every")
+    validate_options(k, tol, trace_matvecs, alpha)
+    check_int(every, "every")
     if params == "per-block":
         raise UserInputError("track analyses one parameter selection; per-block is for spectrum")
     start = time.perf_counter()
@@ -179,11 +179,11 @@ def track_run(
     chosen = select_checkpoints(checkpoints, every)
     data = load_config_data(run.config)
     num_samples = samples if samples is not None else default_num_samples(data)
-    _check_positive_int(num_samples, "samples")
+    check_int(num_samples, "samples")
     batches = data.hessian_batches(num_samples, batch_size, seed)
     options = dict(k=k, dtype=dtype, tol=tol, max_matvecs=max_matvecs,
                    trace_matvecs=trace_matvecs, alpha=alpha, n_boot=n_boot, seed=seed)  # fmt: skip
-    settings = {**options, "dtype": _dtype_name(parse_dtype(dtype)), "every": every,
+    settings = {**options, "dtype": dtype_name(parse_dtype(dtype)), "every": every,
                 "samples": min(num_samples, data.num_train), "batch_size": batch_size,
                 "params": params}  # fmt: skip
     path = Path(run.path) / TRACK_FILE
@@ -316,31 +316,6 @@ def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict
     return rows
 
 
-def demo_summary(table: Sequence[Mapping[str, Any]]) -> str:
-    """What the demo's numbers say, in words, from the rows of :func:`demo_table`."""
-    lines = []
-    for row in table:
-        if row.get("d_ks") is None:
-            lines.append(f"{row['state']}: no power-law fit ({row.get('fit_note')})")
-            continue
-        relation = "<" if row["power_law"] else ">="
-        verdict = "power law" if row["power_law"] else "not a power law"
-        text = (
-            f"{row['state']}: s = {row['s']:.3f}, d_ks = {row['d_ks']:.4f} {relation} "
-            f"d_c = {row['d_c']:.4f} ({verdict} by the paper's KS test)"
-        )
-        if row.get("p_value") is not None:
-            text += f"; bootstrap p = {row['p_value']:.3g}"
-        if row.get("lr_exponential") is not None:
-            favours = "power law" if row["lr_exponential"] > 0 else "exponential"
-            text += (
-                f"; likelihood ratio vs exponential R = {row['lr_exponential']:+.2f} "
-                f"(p = {row['lr_exponential_p']:.2g}, favours {favours})"
-            )
-        lines.append(text)
-    return "\n".join(lines)
-
-
 def run_demo(
     out: str | os.PathLike[str] = "results/demo",
     *,
@@ -386,7 +361,8 @@ def run_demo(
         training = {
             "epochs": config.epochs, "steps": trained.steps, "batch_size": config.batch_size,
             "optimizer": config.optimizer, "lr": config.lr, "seconds": trained.seconds,
-            **trained.final_metrics,
+            # final metrics, less their "lr" (the last scheduled rate, not the base rate)
+            **{k: v for k, v in trained.final_metrics.items() if k != "lr"},
         }  # fmt: skip
         result = DemoResult(
             out=str(out), model=chosen.model, data=chosen.data, num_samples=num_samples,

@@ -37,8 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.cli.spectrum import check_output_folder
-    from hessian_powerlaw.report.tables import DEMO_COLUMNS, text_table
-    from hessian_powerlaw.tracking import demo_summary, run_demo
+    from hessian_powerlaw.report.tables import DEMO_COLUMNS, demo_summary, text_table
+    from hessian_powerlaw.tracking import run_demo
 
     start = time.perf_counter()
     out = check_output_folder(args.out)

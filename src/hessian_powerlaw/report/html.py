@@ -28,6 +28,7 @@ from hessian_powerlaw.report.outputs import spectrum_analyses
 from hessian_powerlaw.report.tables import (
     CORRELATION_COLUMNS,
     correlation_rows,
+    demo_summary,
     format_value,
     html_table,
     summary_row,
@@ -360,11 +361,16 @@ def render_demo(result: ResultFile, root: Path) -> str:
         )
     )
     parts.append(
-        "<p>The paper's Table 1 contrast: the top Hessian eigenvalues of a randomly initialised "
-        "network do not follow a power law in their rank; those of a trained network do "
-        "(d_ks below the critical value d_c).</p>"
+        "<p>The paper's Table 1 contrast (LeNet on MNIST, K = 1000): the top Hessian "
+        "eigenvalues of the randomly initialised network are not a power law (d_ks = 0.0796 "
+        "&ge; d_c = 0.043), those of the trained network are (d_ks = 0.0090, s = 1.009). Next "
+        "to the paper's KS verdict the table gives two tests that go beyond it: the bootstrap "
+        "p-value of the fit (Clauset et al.; small = not a power law) and the normalised "
+        "log-likelihood ratio against an exponential law (&gt; 0 favours the power law).</p>"
     )
     parts.append(html_table(data.get("table") or [], DEMO_COLUMNS, caption="Power-law test"))
+    lines = demo_summary(data.get("table") or []).splitlines()
+    parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
     states: Mapping[str, Any] = data.get("states") or {}
     series = {
         name: (s["analysis"]["spectrum"]["eigenvalues"], s["analysis"].get("fit"))

@@ -160,3 +160,28 @@ def track_rows(data: Mapping[str, Any]) -> list[dict[str, Any]]:
         row.update({k: v for k, v in entry.items() if k not in ("analysis", "measures")})
         rows.append(row)
     return sorted(rows, key=lambda r: (r.get("step") is None, r.get("step") or 0))
+
+
+def demo_summary(table: Sequence[Mapping[str, Any]]) -> str:
+    """What the demo's numbers say, in words, from the rows of :func:`demo_table`."""
+    lines = []
+    for row in table:
+        if row.get("d_ks") is None:
+            lines.append(f"{row['state']}: no power-law fit ({row.get('fit_note')})")
+            continue
+        relation = "<" if row["power_law"] else ">="
+        verdict = "power law" if row["power_law"] else "not a power law"
+        text = (
+            f"{row['state']}: s = {row['s']:.3f}, d_ks = {row['d_ks']:.4f} {relation} "
+            f"d_c = {row['d_c']:.4f} ({verdict} by the paper's KS test)"
+        )
+        if row.get("p_value") is not None:
+            text += f"; bootstrap p = {row['p_value']:.3g}"
+        if row.get("lr_exponential") is not None:
+            favours = "power law" if row["lr_exponential"] > 0 else "exponential"
+            text += (
+                f"; likelihood ratio vs exponential R = {row['lr_exponential']:+.2f} "
+                f"(p = {row['lr_exponential_p']:.2g}, favours {favours})"
+            )
+        lines.append(text)
+    return "\n".join(lines)
