@@ -316,6 +316,16 @@ def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict
     return rows
 
 
+def demo_checkpoints(epochs: int) -> tuple[int, ...]:
+    """Epochs 0, 1, 2, 4, 8, ... and the last: the demo's run is ready for ``track``."""
+    marks = {0, epochs}
+    mark = 1
+    while mark < epochs:
+        marks.add(mark)
+        mark *= 2
+    return tuple(sorted(marks))
+
+
 def run_demo(
     out: str | os.PathLike[str] = "results/demo",
     *,
@@ -341,6 +351,7 @@ def run_demo(
         config = TrainConfig(
             model=chosen.model, data=chosen.data, epochs=chosen.epochs,
             batch_size=chosen.batch_size, seed=chosen.seed,
+            checkpoint_epochs=demo_checkpoints(chosen.epochs),
         )  # fmt: skip
         data = load_config_data(config)
         trained = train(config, stage / "run", progress=progress, data=data)

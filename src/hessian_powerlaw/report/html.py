@@ -293,11 +293,16 @@ def render_track(result: ResultFile, root: Path) -> str:
     parts.append(html_table(rows, TRACK_COLUMNS, caption="Per checkpoint"))
     correlations = data.get("correlations") or {}
     for target, table in correlations.items():
+        rows_c = correlation_rows(table)
+        columns = CORRELATION_COLUMNS
+        if not any(r.get("reason") for r in rows_c):  # a note column only when there are notes
+            columns = tuple(c for c in columns if c[0] != "reason")
+        name = "test loss" if target == "test_loss" else target.replace("_", " ")
         parts.append(
             html_table(
-                correlation_rows(table),
-                CORRELATION_COLUMNS,
-                caption=f"Correlation of each Hessian measure with {target} across checkpoints",
+                rows_c,
+                columns,
+                caption=f"Correlation of each Hessian measure with {name} across checkpoints",
             )
         )
     if len(rows) < 3:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
@@ -48,6 +49,8 @@ _COLORS = (
     "#bcbd22",
     "#17becf",
 )
+
+_SEQUENTIAL = matplotlib.colormaps["viridis"]
 
 MEASURE_LABELS: dict[str, str] = {
     "s": "rank exponent $s$",
@@ -150,20 +153,26 @@ def _positive_descending(eigenvalues: Sequence[float] | np.ndarray) -> np.ndarra
     return np.sort(values[values > 0])[::-1]
 
 
-def _draw_rank(ax: Any, eigenvalues: Any, fit: FitView | None, color: str, name: str) -> None:
+def _draw_rank(
+    ax: Any, eigenvalues: Any, fit: FitView | None, color: Any, name: str, compact: bool = False
+) -> None:
+    """Eigenvalues as points and the fitted rank law as a line, in one colour.
+
+    ``compact`` (many spectra on one plot): one legend entry per spectrum with ``s`` and
+    ``d_ks`` instead of two entries with the full verdict.
+    """
     values = _positive_descending(eigenvalues)
     ranks = np.arange(1, values.size + 1)
-    ax.loglog(ranks, values, "o", ms=3, color=color, alpha=0.75, label=f"{name} eigenvalues")
+    if compact:
+        label = name if fit is None else f"{name}: s = {fit.s:.2f}, $d_{{ks}}$ = {fit.d_ks:.3f}"
+        ax.loglog(ranks, values, "o", ms=2.5, color=color, alpha=0.8, label=label)
+    else:
+        ax.loglog(ranks, values, "o", ms=3, color=color, alpha=0.75, label=f"{name} eigenvalues")
     if fit is not None:
         fit_ranks = np.geomspace(1, fit.k, 200)
-        ax.loglog(
-            fit_ranks,
-            fit.rank_line(fit_ranks),
-            "-",
-            lw=2,
-            color=color,
-            label=f"fit: {fit.exponent()}\n{fit.verdict()}",
-        )
+        label = None if compact else f"fit: {fit.exponent()}\n{fit.verdict()}"
+        ax.loglog(fit_ranks, fit.rank_line(fit_ranks), "-", lw=1.2 if compact else 2,
+                  color=color, label=label)  # fmt: skip
 
 
 def rank_plot(
@@ -204,9 +213,16 @@ def overlay_rank_plot(
     With ``normalize`` every spectrum is divided by its own ``lambda_1`` so that the slopes,
     which carry the power-law information, can be compared across scales.
     """
-    fig, axes = _new_figure(width=7.0, height=4.8)
+    compact = len(series) > 3
+    fig, axes = _new_figure(width=9.5 if compact else 7.0, height=4.8)
     ax = axes[0, 0]
-    for i, (name, (eigenvalues, fit)) in enumerate(series.items()):
+    # many spectra (checkpoints, blocks) are an ordered family: a sequential colour map
+    colors = (
+        [_SEQUENTIAL(i / max(len(series) - 1, 1)) for i in range(len(series))]
+        if compact
+        else [_COLORS[i % len(_COLORS)] for i in range(len(series))]
+    )
+    for color, (name, (eigenvalues, fit)) in zip(colors, series.items()):
         values = _positive_descending(eigenvalues)
         view = FitView.of(fit)
         if normalize and values.size:
@@ -214,11 +230,14 @@ def overlay_rank_plot(
             values = values / scale
             if view is not None:
                 view = FitView(**{**view.__dict__, "lambda_cut": view.lambda_cut / scale})
-        _draw_rank(ax, values, view, _COLORS[i % len(_COLORS)], name)
+        _draw_rank(ax, values, view, color, name, compact)
     ylabel = r"$\lambda_k / \lambda_1$" if normalize else r"eigenvalue $\lambda_k$"
     _label(ax, "rank $k$", ylabel, title)
     _readable_log_ticks(ax)
-    ax.legend(fontsize=_RC["legend"] - 1, loc="lower left", ncol=1 if len(series) < 4 else 2)
+    if compact:  # beside the axes, where it hides no data
+        ax.legend(fontsize=_RC["legend"] - 1, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=_RC["legend"] - 1, loc="lower left")
     return fig
 
 
