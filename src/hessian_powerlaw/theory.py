@@ -1005,6 +1005,7 @@ def subspace_stability(
     num_samples: int | None = None,
     batch_size: int | None = None,
     dtype: Any = None,
+    backend: str = "auto",
     tol: float = 1e-6,
     seed: int = 0,
     max_matvecs: int | None = None,
@@ -1025,7 +1026,8 @@ def subspace_stability(
             training set), which may share samples; or a pair ``(batches_a, batches_b)``,
             e.g. the same batches for two nearby checkpoints go through
             :func:`compare_operators` with two operators.
-        params, dtype: the Hessian's parameters and precision (float64 by default).
+        params, dtype, backend: the Hessian's parameters, precision (float64 by default) and
+            Hessian-vector-product backend, passed to ``HessianOperator``.
         trace_matvecs: Hutch++ products for the trace of ``H_A`` (0 skips the trace curve).
     The gradient for the low-dimension curve is that of the loss on split ``A``.
     """
@@ -1040,12 +1042,13 @@ def subspace_stability(
             raise UserInputError("loss is None and data has no .loss; pass the loss")
     batches_a, batches_b, description = _resolve_splits(data, splits, num_samples, batch_size, seed)
     dtype = torch.float64 if dtype is None else dtype
-    op_a = HessianOperator(model, loss, batches_a, params=params, dtype=dtype)
-    op_b = HessianOperator(model, loss, batches_b, params=params, dtype=dtype)
+    op_a = HessianOperator(model, loss, batches_a, params=params, dtype=dtype, backend=backend)
+    op_b = HessianOperator(model, loss, batches_b, params=params, dtype=dtype, backend=backend)
     trace = None
     if trace_matvecs:
-        budget = min(int(trace_matvecs), 3 * ((op_a.n + 2) // 3))  # ~n products is exact
-        trace = hutchinson_trace(op_a, num_matvecs=max(budget, 6), seed=seed)
+        if trace_matvecs < 6:
+            raise UserInputError(f"trace_matvecs must be 0 (skip) or >= 6, got {trace_matvecs}")
+        trace = hutchinson_trace(op_a, num_matvecs=int(trace_matvecs), seed=seed)
     result = compare_operators(
         op_a,
         op_b,

@@ -46,6 +46,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "two seeded random subsets of --samples each (default half the training set)",
     )
     parser.add_argument(
+        "--backend",
+        choices=("auto", "vmap", "autograd"),
+        default="auto",
+        help="Hessian-vector products: vmap (batched forward-over-reverse), autograd (double "
+        "backward; faster for float64 convolutions on CPU), auto (vmap, else autograd)",
+    )
+    parser.add_argument(
         "--out",
         metavar="DIR",
         default="results/subspace",
@@ -103,6 +110,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         num_samples=samples,
         batch_size=args.batch_size,
         dtype=dtype,
+        backend=args.backend,
         tol=args.tol,
         seed=args.seed,
         max_matvecs=args.max_matvecs,
@@ -117,6 +125,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "params": args.params,
         "dtype": args.dtype,
+        "backend": args.backend,
         "tol": args.tol,
         "max_matvecs": args.max_matvecs,
         "trace_matvecs": args.trace_matvecs,
