@@ -166,6 +166,10 @@ def matmat_cost_ratio(op: HessianOperator, b: int, repeats: int) -> dict[str, fl
     return {"gradient_s": g, "matmat_s": m, "b": b, "ratio_per_column": m / b / g}
 
 
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k", type=int, default=100)
@@ -189,16 +193,22 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     cost = matmat_cost_ratio(op, b=16, repeats=args.repeats)
+    log(f"matmat b=16 costs {cost['ratio_per_column']:.2f} gradients per column")
 
+    def timed(name: str, result: dict[str, Any]) -> None:
+        runs[name] = result
+        log(f"{name}: {result['matvecs']} matvecs, {result['seconds']:.1f} s")
+
+    runs: dict[str, dict[str, Any]] = {}
     ours = run_lanczos(op, args.k, args.tol, args.block_size)
+    timed(f"block Lanczos (b={args.block_size}, tol {args.tol:g})", ours)
     lam1, lamk = float(ours["values"][0]), float(ours["values"][-1])
-    runs = {f"block Lanczos (b={args.block_size}, tol {args.tol:g})": ours}
     equiv = args.tol * lam1 / abs(lamk)
-    runs[f"ARPACK eigsh LA (tol {equiv:.2g} = same rule)"] = run_arpack(op, args.k, equiv)
-    runs[f"ARPACK eigsh LA (tol {args.tol:g})"] = run_arpack(op, args.k, args.tol)
+    timed(f"ARPACK eigsh LA (tol {equiv:.2g} = same rule)", run_arpack(op, args.k, equiv))
+    timed(f"ARPACK eigsh LA (tol {args.tol:g})", run_arpack(op, args.k, args.tol))
     if not args.skip_power:
         pk = args.power_k or args.k
-        runs[f"power iteration, PyHessian-style (rel. 1e-3), top {pk}"] = run_power(op, pk, 1e-3)
+        timed(f"power iteration, PyHessian-style (rel. 1e-3), top {pk}", run_power(op, pk, 1e-3))
 
     reference = runs[f"ARPACK eigsh LA (tol {args.tol:g})"]["values"]
     rows = []
