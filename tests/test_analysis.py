@@ -159,6 +159,10 @@ def test_analyze_spec_from_zoo_and_checkpoint(tmp_path: Path) -> None:
     torch.save(build_model("fcn:1x8", data, seed=1).state_dict(), tmp_path / "w.pt")
     loaded = analyze_spec("fcn:1x8", "digits", checkpoint=tmp_path / "w.pt", **options)
     np.testing.assert_array_equal(loaded.analysis.eigenvalues, random_init.analysis.eigenvalues)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "w.pt").rename(tmp_path / "run" / "final.pt")  # a run folder means its final.pt
+    from_folder = analyze_spec("fcn:1x8", "digits", checkpoint=tmp_path / "run", **options)
+    np.testing.assert_array_equal(from_folder.analysis.eigenvalues, loaded.analysis.eigenvalues)
     record = json.loads(atomic_write_json(tmp_path / "spectrum.json", loaded).read_text())
     assert record["kind"] == "spectrum" and record["checkpoint"].endswith("w.pt")
     assert record["spectrum"]["eigenvalues"] == loaded.analysis.eigenvalues.tolist()

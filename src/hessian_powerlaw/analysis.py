@@ -21,6 +21,7 @@ analysis per parameter group (embeddings, each block, head).
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
 import warnings
@@ -430,8 +431,21 @@ def load_model_state(model_spec: str, data: Any, checkpoint: str | None, seed: i
     if checkpoint is not None:
         from hessian_powerlaw.training import load_weights
 
-        load_weights(model, checkpoint)
+        load_weights(model, checkpoint_file(checkpoint))
     return model.eval()
+
+
+def checkpoint_file(checkpoint: str | os.PathLike[str]) -> Path:
+    """``checkpoint`` itself, or a run folder's ``final.pt``."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        if not (path / "final.pt").is_file():
+            raise UserInputError(
+                f"checkpoint {str(path)!r} is a folder without final.pt; pass one of its "
+                "ckpt-<step>.pt files"
+            )
+        return path / "final.pt"
+    return path
 
 
 def parameter_groups(model: nn.Module, params: Any) -> dict[str, Any]:

@@ -173,6 +173,8 @@ def track_run(
         raise UserInputError("track analyses one parameter selection; per-block is for spectrum")
     start = time.perf_counter()
     run = load_run(run_dir)
+    if not os.access(run.path, os.W_OK | os.X_OK):
+        raise UserInputError(f"cannot write track.json into the run folder {run.path!r}")
     checkpoints = run_checkpoints(run)
     if not checkpoints:
         raise UserInputError(f"run folder {str(run_dir)!r} has no checkpoints to track")
