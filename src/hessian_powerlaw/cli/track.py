@@ -9,7 +9,8 @@ from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print
 from hessian_powerlaw.cli.spectrum import add_analysis_arguments, parse_params
 
 EXAMPLES = """\
-  hessian-powerlaw train --model lenet --data digits --epochs 20 --out runs/lenet
+  hessian-powerlaw train --model lenet --data digits --epochs 20 \\
+      --checkpoint-epochs 0,1,2,4,8,12,16,20 --out runs/lenet
   hessian-powerlaw track runs/lenet --k 100
   hessian-powerlaw track runs/lenet --k 300 --every 2 --samples 1000 --quiet
 """
