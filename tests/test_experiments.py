@@ -275,6 +275,10 @@ def test_verdicts_are_computed_from_the_numbers() -> None:
     assert causes[0].startswith("K = 100 instead of 1000 (d_c = 0.136 instead of 0.043")
     assert "digits" in causes[1] and causes[2] == "20 epochs instead of 50"
     assert t.scale_differences({"name": "paper", "k": 1000}) == []
+    spectra = {"all": {"spectrum": {"converged": [True, False, True]}}}
+    assert t.unconverged([{"label": "a", "analyses": spectra}]) == [
+        "2 of 3 eigenpairs converged for a"
+    ]
 
 
 def _synthetic_record(tmp_path: Path, name: str, scale: str = "cpu") -> dict[str, Any]:

@@ -32,7 +32,7 @@ def short(spec: str) -> str:
 
 def _causes(scale: Scale, results: Sequence[Mapping[str, Any]]) -> list[str]:
     ks = [r["hessian"]["k"] for r in results]
-    return t.scale_differences(scale.to_dict(), min(ks) if ks else None)
+    return t.scale_differences(scale.to_dict(), min(ks) if ks else None) + t.unconverged(results)
 
 
 def _rows(name: str, results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

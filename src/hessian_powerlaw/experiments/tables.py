@@ -229,6 +229,20 @@ def scale_differences(scale: Mapping[str, Any], k: int | None = None) -> list[st
     return out
 
 
+def unconverged(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Conditions whose eigensolver stopped at its product budget with pairs unconverged."""
+    notes = []
+    for result in results:
+        for group, analysis in (result.get("analyses") or {}).items():
+            flags = (analysis.get("spectrum") or {}).get("converged") or []
+            if flags and not all(flags):
+                where = result["label"] if len(result["analyses"]) == 1 else group
+                notes.append(
+                    f"{sum(map(bool, flags))} of {len(flags)} eigenpairs converged for {where}"
+                )
+    return notes
+
+
 def join_words(items: Sequence[str]) -> str:
     items = [i for i in items if i]
     if len(items) <= 1:
