@@ -327,6 +327,7 @@ def test_docs_writer_renders_every_experiment_and_copies_figures(tmp_path: Path)
     assert "| trained | 0.0123 | yes | LeNet MNIST | 0.016-0.036 |" in page
     assert "| s | test_error | 7 | 0.5 |" in page
     assert "Total measured time: 25 s" in page
+    assert "- [Title of width](#title-of-width-width): 12 s" in page
     assert not stale.exists()  # figures of earlier runs of these experiments are removed
 
 

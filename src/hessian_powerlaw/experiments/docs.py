@@ -87,7 +87,7 @@ def render_docs(
         total=sum(compute_seconds(r) for r in records),
         versions=versions,
     )
-    toc = "\n".join(f"- [{r['title']}](#{_anchor(r)}): {r['seconds']:.0f} s" for r in records)
+    toc = "\n".join(f"- [{r['title']}](#{_anchor(r)}): {compute_seconds(r):.0f} s" for r in records)
     sections = [experiment_section(r, figure_links.get(r["experiment"], ())) for r in records]
     return intro + "\n" + toc + "\n\n" + "\n".join(sections)
 

@@ -98,9 +98,11 @@ def llm_layers_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
     agree, disagree = [], []
     text = f"{len(power)} of {len(blocks)} transformer blocks have a power-law spectrum"
     (agree if blocks and len(power) == len(blocks) else disagree).append(text)
-    others = [f"{r['block']} d_ks {t.fmt(r.get('d_ks'))}" for r in rows if r not in blocks]
-    if others:
-        agree.append("outside the blocks: " + t.join_words(others))
+    for verdict, side in ((True, agree), (False, disagree)):
+        others = [f"{r['block']} (d_ks {t.fmt(r.get('d_ks'))})" for r in rows
+                  if r not in blocks and bool(r.get("power_law")) is verdict]  # fmt: skip
+        if others:
+            side.append(f"{t.join_words(others)} {'are' if verdict else 'are not'} power-law")
     return Summary(
         rows=rows,
         columns=(("block", "parameter group"), *_LM_MEASURES, *t.PAPER_COLUMNS),
