@@ -359,9 +359,11 @@ def run_demo(
         trained = train(config, stage / "run", progress=progress, data=data)
         batches = data.hessian_batches(chosen.samples, None, chosen.seed)
         num_samples = sum(int(b[1].shape[0]) for b in batches)
-        models = {"random init": build_model(config.model, data, seed=config.seed)}
-        models["trained"] = build_model(config.model, data, seed=config.seed)
-        load_weights(models["trained"], stage / "run" / "final.pt")
+        # the run's own step 0 (its initial weights) and its end
+        files = {"random init": "ckpt-0.pt", "trained": "final.pt"}
+        models = {name: build_model(config.model, data, seed=config.seed) for name in files}
+        for name, file in files.items():
+            load_weights(models[name], stage / "run" / file)
         states: dict[str, dict[str, Any]] = {}
         for name, model in models.items():
             model.eval()
