@@ -9,6 +9,7 @@ import pytest
 
 from hessian_powerlaw.cli import main
 from hessian_powerlaw.tracking import DEMO_PRESETS
+from tests.test_report_browser import CHECK_SCRIPT, CHROMIUM, chromium
 
 
 def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -47,6 +48,12 @@ def test_demo_quick(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert header.split()[:5] == ["model", "state", "test", "acc", "k"]
     assert "favours exponential" in stdout and "favours power law" in stdout
     assert "total time" in stdout
+    if CHROMIUM is not None:  # the demo's own report renders every figure in a browser
+        checked = tmp_path / "checked.html"
+        checked.write_text(html.replace("</body>", CHECK_SCRIPT + "</body>"))
+        done = chromium("--virtual-time-budget=10000", "--dump-dom", checked.as_uri(),
+                        profile=tmp_path / "profile")  # fmt: skip
+        assert "HPL-IMAGES total=5 broken=0" in done.stdout, done.stderr[-2000:]
 
 
 def test_demo_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
