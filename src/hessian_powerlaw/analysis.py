@@ -504,7 +504,8 @@ def analyze_spec(
     from hessian_powerlaw import zoo
 
     start = time.perf_counter()
-    data = zoo.load_data(data_spec, seed=seed)
+    # the model spec matters for text data: an hf:PATH model brings its own tokenizer
+    data = zoo.load_data(data_spec, seed=seed, model_spec=model_spec)
     checkpoint_str = None if checkpoint is None else str(checkpoint)
     model = load_model_state(model_spec, data, checkpoint_str, seed)
     num_samples = samples if samples is not None else default_num_samples(data)
