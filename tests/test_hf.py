@@ -213,13 +213,6 @@ def test_folder_without_tokenizer(tmp_path: Path, hf_setup: tuple[Path, Path]) -
 # ------------------------------------------------------------------------------- CLI
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="analysis.analyze_spec loads text data without model_spec, so hf:PATH models get "
-    "character ids and the default 128-token windows instead of their tokenizer's; remove "
-    "this marker once it passes model_spec=model_spec to zoo.load_data",
-)
 def test_cli_spectrum_last_layer_matches_explicit_hessian(
     tmp_path: Path, hf_setup: tuple[Path, Path], hf_data: TextData
 ) -> None:

@@ -36,3 +36,14 @@ def test_staged_dir_leaves_nothing_on_failure(tmp_path: Path) -> None:
 
 def test_user_input_error_is_value_error() -> None:
     assert issubclass(UserInputError, ValueError)
+
+
+def test_atomic_files_get_the_umask_mode(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = atomic_write_json(tmp_path / "b.json", {})
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
