@@ -484,6 +484,7 @@ def analyze_spec(
     params: Any = None,
     k: int = 100,
     dtype: str | torch.dtype = "float64",
+    device: str | None = None,
     tol: float = 1e-6,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
@@ -496,6 +497,7 @@ def analyze_spec(
 ) -> ModelAnalysis:
     """Build data and model from specs (and a checkpoint), then :func:`analyze` them.
 
+    ``device``: where the products run (the model's evaluation stays on the CPU).
     ``samples``: Hessian samples (default :func:`default_num_samples`); ``batch_size``: how
     they are split for the products (default: one batch). ``params="per-block"`` analyses
     each parameter group separately. ``evaluate`` adds train/test loss and accuracy.
@@ -514,6 +516,7 @@ def analyze_spec(
     options = dict(
         k=k,
         dtype=dtype,
+        device=device,
         tol=tol,
         max_matvecs=max_matvecs,
         alpha=alpha,

@@ -147,6 +147,7 @@ def track_run(
     batch_size: int | None = None,
     params: Any = None,
     dtype: str = "float64",
+    device: str | None = None,
     tol: float = 1e-6,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
@@ -218,7 +219,8 @@ def track_run(
         load_weights(model, ckpt)
         model.eval()
         (group,) = parameter_groups(model, params).values()
-        analysis = analyze(model, data.loss, batches, params=group, progress=progress, **options)
+        analysis = analyze(model, data.loss, batches, params=group, device=device,
+                           progress=progress, **options)  # fmt: skip
         record = analysis.to_dict()
         entry = {
             "checkpoint": name,

@@ -98,6 +98,13 @@ def add_analysis_arguments(parser: argparse.ArgumentParser, default_k: int) -> N
         help="precision of the Hessian-vector products",
     )
     parser.add_argument(
+        "--device",
+        default=None,
+        metavar="DEV",
+        help="torch device of the Hessian-vector products (cpu, cuda, cuda:1); None = where the "
+        "model is (cpu); under torchrun, cuda means each rank's own GPU",
+    )
+    parser.add_argument(
         "--alpha", type=float, default=0.05, help="significance level of the KS power-law test"
     )
     parser.add_argument(
@@ -195,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         params=parse_params(args.params),
         k=args.k,
         dtype=args.dtype,
+        device=args.device,
         tol=args.tol,
         max_matvecs=args.max_matvecs,
         trace_matvecs=args.trace_matvecs,

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         params=parse_params(args.params),
         dtype=args.dtype,
+        device=args.device,
         tol=args.tol,
         max_matvecs=args.max_matvecs,
         trace_matvecs=args.trace_matvecs,
