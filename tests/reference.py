@@ -105,14 +105,20 @@ def explicit_hessian(
     loss: Callable[..., Tensor],
     batches: Any,
     param_names: Sequence[str] | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
     """The explicit Hessian ``sum_b (m_b / M) d^2 loss_b / dtheta^2`` as an (n, n) tensor.
 
     ``theta`` is the chosen parameters (default: all trainable) flattened in
     ``named_parameters`` order; ``loss`` is a criterion ``loss(model(x), y)`` (an nn.Module)
     or a callable ``(model, batch)``; ``batches`` is a list of batches (or one (x, y) tuple);
-    ``m_b`` is the length of the batch's first tensor. Computed in the model's own dtype with
-    ``torch.func.hessian``, with the model in eval mode (restored afterwards).
+    ``m_b`` is the length of the batch's first tensor. Computed in the model's own dtype by
+    torch.func reverse mode over ``torch.func.grad`` (``jacrev(grad)``; ``chunk_size`` bounds
+    its memory), with the model in eval mode (restored afterwards).
+
+    Not ``torch.func.hessian`` (forward over reverse): in torch 2.13 it gets the mixed second
+    derivatives of ``layer_norm`` wrong (tests/test_gpt.py shows it), which would make every
+    transformer check compare against a wrong reference.
     """
     if isinstance(batches, tuple):
         batches = [batches]
@@ -146,7 +152,8 @@ def explicit_hessian(
     try:
         H = torch.zeros(theta0.numel(), theta0.numel(), dtype=theta0.dtype)
         for batch in batches:
-            H += (size(batch) / total) * torch.func.hessian(batch_loss)(theta0, batch)
+            hess = torch.func.jacrev(torch.func.grad(batch_loss), chunk_size=chunk_size)
+            H += (size(batch) / total) * hess(theta0, batch)
     finally:
         model.train(was_training)
     return ((H + H.T) / 2).detach()

@@ -22,6 +22,7 @@ from hessian_powerlaw.operators import HessianOperator
 from hessian_powerlaw.solvers import dense_eigenpairs, top_eigenpairs
 from hessian_powerlaw.zoo.gpt import build_chargpt, default_heads, parse_chargpt_spec
 from hessian_powerlaw.zoo.text import TextData, load_text_data
+from tests.reference import explicit_hessian
 
 PASSAGE = (
     "Friends, Romans, countrymen, lend me your ears;\n"
@@ -33,17 +34,6 @@ PASSAGE = (
 )
 
 
-class _LossOf(nn.Module):
-    """``forward(batch) = loss(model, batch)`` so functional_call swaps the model's params."""
-
-    def __init__(self, model: nn.Module, loss: Callable[[nn.Module, Any], Tensor]) -> None:
-        super().__init__()
-        self.model, self.fn = model, loss
-
-    def forward(self, batch: Any) -> Tensor:
-        return self.fn(self.model, batch)
-
-
 def explicit_hessian_via_grad(
     model: nn.Module,
     loss: Callable[[nn.Module, Any], Tensor],
@@ -51,26 +41,8 @@ def explicit_hessian_via_grad(
     names: Sequence[str],
     chunk_size: int = 128,
 ) -> Tensor:
-    """``sum_b (m_b / M) d^2 L_b / dtheta^2`` over the named parameters (named_parameters
-    order), by reverse mode over ``torch.func.grad``; independent of HessianOperator."""
-    named = dict(model.named_parameters())
-    order = [n for n in named if n in set(names)]
-    shapes = [named[n].shape for n in order]
-    numels = [named[n].numel() for n in order]
-    theta = torch.cat([named[n].detach().reshape(-1) for n in order])
-    wrapped = _LossOf(model, loss)
-
-    def batch_loss(t: Tensor, batch: Any) -> Tensor:
-        params = {f"model.{n}": p.view(s) for n, p, s in zip(order, t.split(numels), shapes)}
-        return torch.func.functional_call(wrapped, params, (batch,), strict=False)
-
-    total = sum(int(b[0].shape[0]) for b in batches)
-    H = torch.zeros(theta.numel(), theta.numel(), dtype=theta.dtype)
-    model.eval()
-    for batch in batches:
-        hess = torch.func.jacrev(torch.func.grad(batch_loss), chunk_size=chunk_size)
-        H += (int(batch[0].shape[0]) / total) * hess(theta, batch)
-    return ((H + H.T) / 2).detach()
+    """The reference Hessian (``jacrev(grad)``, independent of HessianOperator) over ``names``."""
+    return explicit_hessian(model, loss, list(batches), names, chunk_size=chunk_size)
 
 
 @pytest.fixture(scope="module")
