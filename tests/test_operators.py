@@ -308,3 +308,33 @@ def test_matrix_operator() -> None:
         MatrixOperator(np.array([[1.0, 2.0], [0.0, 1.0]]))
     with pytest.raises(UserInputError, match="square"):
         MatrixOperator(np.ones((2, 3)))
+
+
+def test_last_finds_a_tied_head_by_identity() -> None:
+    """A head whose weight is the embedding matrix: ``last`` selects it under the name
+    ``named_parameters`` lists (the embedding's), not an empty selection."""
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(7, 4)
+            self.mid = nn.Linear(4, 4)
+            self.head = nn.Linear(4, 7, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            return self.head(torch.tanh(self.mid(self.emb(idx))))
+
+    model = Tied().double()
+    x = torch.tensor([0, 1, 2, 3, 4, 5])
+    y = torch.tensor([1, 2, 3, 4, 5, 6])
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (x, y), params="last")
+    assert op.param_names == ["emb.weight"]
+    assert op.n == 28
+
+
+def test_cuda_device_without_cuda_is_a_user_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    model, criterion, batches = digits_mlp()
+    with pytest.raises(UserInputError, match="no CUDA"):
+        HessianOperator(model, criterion, batches, device="cuda")

@@ -519,9 +519,14 @@ def _check_float_dtype(dtype: Any) -> None:
 def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         try:
-            return torch.device(device)
+            resolved = torch.device(device)
         except (RuntimeError, TypeError) as exc:
             raise UserInputError(f"device {device!r} is not a valid torch device: {exc}") from None
+        if resolved.type == "cuda" and not torch.cuda.is_available():
+            raise UserInputError(
+                f"device {device!r}: this PyTorch build or machine has no CUDA GPU; use 'cpu'"
+            )
+        return resolved
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
@@ -534,14 +539,19 @@ def _abbreviate(names: Sequence[str], limit: int = 12) -> str:
 
 
 def _last_module_params(model: nn.Module) -> list[str]:
-    """Names of the parameters owned directly by the last module that owns any."""
-    last: list[str] = []
-    for mod_name, module in model.named_modules():
-        own = [name for name, p in module.named_parameters(recurse=False) if p.requires_grad]
+    """Names of the parameters owned directly by the last module that owns any.
+
+    Matched by identity against ``model.named_parameters()``, so a weight tied to an earlier
+    module (a language model's head sharing the embedding matrix) is found under the name
+    that ``named_parameters`` lists it by.
+    """
+    last: list[nn.Parameter] = []
+    for module in model.modules():
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
         if own:
-            prefix = f"{mod_name}." if mod_name else ""
-            last = [prefix + name for name in own]
-    return last
+            last = own
+    wanted = {id(p) for p in last}
+    return [name for name, p in model.named_parameters() if id(p) in wanted]
 
 
 def _select_params(model: nn.Module, params: Any) -> list[str]:
