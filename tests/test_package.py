@@ -47,3 +47,8 @@ def test_atomic_files_get_the_umask_mode(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_every_public_name_resolves() -> None:
+    for name in hessian_powerlaw.__all__:
+        assert getattr(hessian_powerlaw, name) is not None, name

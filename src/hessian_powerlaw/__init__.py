@@ -29,6 +29,21 @@ _EXPORTS: dict[str, str] = {
     "track_run": "hessian_powerlaw.tracking",
     "run_demo": "hessian_powerlaw.tracking",
     "write_report": "hessian_powerlaw.report",
+    "MatrixOperator": "hessian_powerlaw.operators",
+    "TraceEstimate": "hessian_powerlaw.solvers",
+    "SpectralDensity": "hessian_powerlaw.solvers",
+    "broadened_density": "hessian_powerlaw.solvers",
+    "rank_regression": "hessian_powerlaw.powerlaw",
+    "bootstrap_pvalue": "hessian_powerlaw.powerlaw",
+    "compare_alternatives": "hessian_powerlaw.powerlaw",
+    "eigengap_fit": "hessian_powerlaw.powerlaw",
+    "correlate": "hessian_powerlaw.measures",
+    "correlation_table": "hessian_powerlaw.measures",
+    "TrainConfig": "hessian_powerlaw.training",
+    "train": "hessian_powerlaw.training",
+    "max_entropy_density": "hessian_powerlaw.theory",
+    "subspace_overlap": "hessian_powerlaw.theory",
+    "subspace_stability": "hessian_powerlaw.theory",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
