@@ -21,6 +21,7 @@ models that ``vmap`` cannot trace, by an autograd double backward with ``retain_
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import fnmatch
 import math
@@ -40,7 +41,7 @@ __all__ = ["HessianOperator", "MatrixOperator", "OperatorBase"]
 _BACKENDS = ("auto", "vmap", "autograd")
 
 
-class OperatorBase:
+class OperatorBase(abc.ABC):
     """Shared members of the operators: ``matvec``, counters, ``to_scipy``.
 
     Subclasses set ``n``, ``dtype``, ``device`` and implement ``_apply(V) -> H V`` on a
@@ -111,8 +112,9 @@ class OperatorBase:
             )
         return V.to(device=self.device, dtype=self.dtype)
 
-    def _apply(self, V: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _apply(self, V: Tensor) -> Tensor:
+        """``H V`` for a block already checked by :meth:`_check_block`."""
 
 
 class MatrixOperator(OperatorBase):
