@@ -66,8 +66,10 @@ def top_eigenpairs(
         tol: stop when every wanted pair has ``||H v - lambda v|| / |lambda_1| <= tol``.
         which: ``"largest"`` (algebraic), ``"smallest"`` (most negative first) or ``"both"``
             (``ceil(k/2)`` largest and ``floor(k/2)`` smallest, as scipy's ``"BE"``).
-        block_size: columns per ``matmat`` (default ``min(16, k)``, at least 2 when k > 1);
-            larger blocks batch better, smaller ones need fewer products.
+        block_size: columns per ``matmat``. Default: 4 on a CPU and 16 on a GPU (at most k,
+            at least 2 when k > 1). Larger blocks batch better, smaller ones need fewer
+            products; on a CPU the batching gain is small, so 4 was fastest in
+            ``benchmarks/bench_topk.py`` (docs/benchmarks.md).
         max_matvecs: budget of operator columns (default ``max(2000, 20 * (k + block))``).
             When it runs out, the pairs found are returned with ``converged`` False where
             the residual is above ``tol``: never silently.
@@ -83,7 +85,7 @@ def top_eigenpairs(
     """
     n = int(op.n)
     _validate(n, k, tol, which, op.dtype)
-    p = _block_size(block_size, k, n)
+    p = _block_size(block_size, k, n, torch.device(op.device).type)
     extra = max(p, math.ceil(0.1 * k))  # Ritz pairs beyond k converge the k-th one faster
     k_want = min(k + extra, n)
     m_max = basis_size if basis_size is not None else max(2 * k_want, k_want + 4 * p)
@@ -141,9 +143,15 @@ def _validate(n: int, k: int, tol: float, which: str, dtype: torch.dtype) -> Non
         )
 
 
-def _block_size(block_size: int | None, k: int, n: int) -> int:
+# default columns per block by device type: what benchmarks/bench_topk.py found fastest
+_DEFAULT_BLOCK = {"cpu": 4}
+_DEFAULT_BLOCK_ACCELERATOR = 16
+
+
+def _block_size(block_size: int | None, k: int, n: int, device_type: str) -> int:
     if block_size is None:
-        block_size = min(16, max(k, 2))
+        default = _DEFAULT_BLOCK.get(device_type, _DEFAULT_BLOCK_ACCELERATOR)
+        block_size = min(default, max(k, 2))
     if not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise UserInputError(f"block_size must be a positive integer, got {block_size!r}")
     return int(min(block_size, n))
