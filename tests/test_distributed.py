@@ -372,9 +372,11 @@ def test_ranks_that_disagree_on_the_data_all_fail(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0 and not out.exists()
     assert seconds < 60, f"took {seconds:.1f} s"
-    # every rank prints the same message, naming the value and both ranks' versions
+    # every rank raises the same message, naming the value and both ranks' versions; torchrun
+    # stops the other worker as soon as the first one exits, so that one's line may be cut off
     lines = [ln for ln in output.splitlines() if "dist_worker: error: ranks disagree on data" in ln]
-    assert len(lines) == 2, output[-3000:]
+    assert 1 <= len(lines) <= 2, output[-3000:]
+    assert len(set(lines)) == 1, lines
     assert "rank 0 has '19500 values" in lines[0] and "rank 1 has '19435 values" in lines[0]
 
 
