@@ -387,7 +387,7 @@ def shard(batches: Iterable[Any]) -> list[Any]:
 def _split(items: list[Any], rank: int, world: int) -> list[Any]:
     if world == 1:
         return items
-    sizes = [_sample_count(batch) for batch in items]
+    sizes = [sample_count(batch) for batch in items]
     if all(size is not None for size in sizes):
         pieces = [_slice_batch(batch, size, rank, world) for batch, size in zip(items, sizes)]
         return [piece for piece, size in zip(pieces, sizes) if _slice_length(size, rank, world)]
@@ -413,7 +413,12 @@ def _first_array(batch: Any) -> Any | None:
     return None
 
 
-def _sample_count(batch: Any) -> int | None:
+def sample_count(batch: Any) -> int | None:
+    """Length of the batch's first tensor (its samples), or None when it has none.
+
+    The operator weights batches by this count and the ranks slice batches by it, so both
+    use this one definition.
+    """
     first = _first_array(batch)
     shape = getattr(first, "shape", ())
     return int(shape[0]) if len(shape) > 0 else None

@@ -636,27 +636,15 @@ def _normalize_batches(batches: Any) -> Any:
     )
 
 
-def _first_tensor(batch: Batch) -> Tensor | np.ndarray | None:
-    if isinstance(batch, (Tensor, np.ndarray)):
-        return batch
-    values = batch.values() if isinstance(batch, Mapping) else batch
-    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
-        for value in values:
-            found = _first_tensor(value)
-            if found is not None:
-                return found
-    return None
-
-
 def _batch_size(batch: Batch) -> int:
     """The number of samples of a batch: the length of its first tensor."""
-    first = _first_tensor(batch)
-    if first is None or first.ndim == 0:
+    count = distributed.sample_count(batch)
+    if count is None:
         raise UserInputError(
             f"cannot tell the number of samples of a batch of type {type(batch).__name__}; "
             "its first tensor must have the samples along dimension 0"
         )
-    return int(first.shape[0])
+    return count
 
 
 def _to_device(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
