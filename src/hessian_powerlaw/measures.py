@@ -57,21 +57,13 @@ class Correlation(ResultMixin):
     reason: str | None = None
 
 
-@dataclass(frozen=True)
-class CorrelationRow(ResultMixin):
-    """One row of a correlation table: a measure against a target, and its :class:`Correlation`."""
+@dataclass(frozen=True, kw_only=True)
+class CorrelationRow(Correlation):
+    """One row of a correlation table: a measure against a target, and its :class:`Correlation`
+    fields (keyword-only construction)."""
 
     measure: str
     target: str
-    n: int
-    n_dropped: int
-    pearson_r: float | None
-    pearson_p: float | None
-    spearman_rho: float | None
-    spearman_p: float | None
-    kendall_tau: float | None
-    kendall_p: float | None
-    reason: str | None = None
 
 
 def _as_series(values: Sequence[float | None], label: str) -> np.ndarray:
