@@ -15,19 +15,6 @@ EXAMPLES = """\
   hessian-powerlaw track runs/lenet --k 300 --every 2 --samples 1000 --quiet
 """
 
-STEP_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("step", "step"),
-    ("test_loss", "test loss"),
-    ("gap", "gap"),
-    ("s", "s"),
-    ("d_ks", "d_ks"),
-    ("d_c", "d_c"),
-    ("power_law", "power law?"),
-    ("lambda_max", "lambda_max"),
-    ("trace", "trace"),
-    ("converged", "converged"),
-)
-
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(
@@ -64,7 +51,7 @@ def _print_entry(entry: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.measures import CorrelationRow, format_correlation_table
-    from hessian_powerlaw.report.tables import text_table, track_rows
+    from hessian_powerlaw.report.tables import TRACK_STEP_COLUMNS, text_table, track_rows
     from hessian_powerlaw.tracking import track_run
 
     result = track_run(
@@ -91,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print_json(record)
         return 0
     print()
-    print(text_table(track_rows(record), STEP_COLUMNS))
+    print(text_table(track_rows(record), TRACK_STEP_COLUMNS))
     rows = [
         CorrelationRow(measure=measure, target=target, **stats)
         for target, table in record["correlations"].items()

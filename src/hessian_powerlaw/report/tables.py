@@ -134,6 +134,21 @@ def html_table(
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+# the per-checkpoint table `track` prints
+TRACK_STEP_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("step", "step"),
+    ("test_loss", "test loss"),
+    ("gap", "gap"),
+    ("s", "s"),
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("lambda_max", "lambda_max"),
+    ("trace", "trace"),
+    ("converged", "converged"),
+)
+
+
 CORRELATION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("measure", "measure"),
     ("n", "n"),
