@@ -12,6 +12,7 @@ import torch
 from scipy.sparse.linalg import eigsh
 from torch import Tensor, nn
 
+from hessian_powerlaw import operators
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import HessianOperator, MatrixOperator
 from tests.reference import digits_data, digits_mlp, explicit_hessian
@@ -313,6 +314,7 @@ def test_matrix_operator() -> None:
 def test_last_finds_a_tied_head_by_identity() -> None:
     """A head whose weight is the embedding matrix: ``last`` selects it under the name
     ``named_parameters`` lists (the embedding's), not an empty selection."""
+
     class Tied(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -338,3 +340,71 @@ def test_cuda_device_without_cuda_is_a_user_error() -> None:
     model, criterion, batches = digits_mlp()
     with pytest.raises(UserInputError, match="no CUDA"):
         HessianOperator(model, criterion, batches, device="cuda")
+
+
+# ------------------------------------------------------------------------- micro-batches
+
+
+@pytest.mark.parametrize("backend", ["vmap", "autograd"])
+@pytest.mark.parametrize("micro", [1, 7, 30, 66])
+def test_micro_batches_give_the_same_operator(mlp, block, backend: str, micro: int) -> None:
+    model, criterion, batches, H = mlp
+    op = HessianOperator(model, criterion, batches, backend=backend, micro_batch_size=micro)
+    assert rel_err(op.matmat(block), H @ block) < RTOL64
+    assert op.splits_batches is True
+    assert op.num_data_passes == 1 and op.num_matvecs == 6
+
+
+def test_auto_micro_batches_follow_the_memory_budget(mlp, block, monkeypatch) -> None:
+    model, criterion, batches, H = mlp
+    op = HessianOperator(model, criterion, batches)
+    assert rel_err(op.matmat(block), H @ block) < RTOL64
+    assert op.splits_batches is None  # 6 columns of 67 samples fit the default budget
+    (per_sample,) = op._activation_bytes.values()
+    # the saved activations of this tanh MLP: input 64, hidden 16 (and its tanh), logits 10
+    assert 8 * (64 + 16 + 10) <= per_sample <= 8 * 4 * (64 + 16 + 16 + 10)
+    # a budget of 10 samples per 6 columns cuts every 67-sample batch into 7 slices
+    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 10 * 6 * per_sample)
+    pieces = op._micro_batches(0, batches[0], 67, 6)
+    assert [len(p[0]) for p in pieces] == [10] * 4 + [9] * 3
+    assert torch.equal(torch.cat([p[0] for p in pieces]), batches[0][0])
+    assert rel_err(op.matmat(block), H @ block) < RTOL64
+    assert op.splits_batches is True
+
+
+def _summed_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    return nn.functional.cross_entropy(model(batch[0]), batch[1], reduction="sum")
+
+
+def test_a_loss_that_is_not_a_mean_is_never_split(mlp, block, monkeypatch) -> None:
+    model, _, batches, _ = mlp
+    # the operator's definition: batch weights m_b / M on each (here summed) batch loss
+    X, y = batches[0]
+    H = explicit_hessian(model, _summed_loss, [(X, y)])
+    with pytest.raises(UserInputError, match="micro_batch_size=10: the loss of a batch is not"):
+        HessianOperator(model, _summed_loss, (X, y), micro_batch_size=10).matmat(block)
+    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 1.0)  # "auto" would cut to 1 sample
+    op = HessianOperator(model, _summed_loss, (X, y))
+    assert rel_err(op.matmat(block), H @ block) < RTOL64
+    assert op.splits_batches is False
+
+
+def test_batch_statistics_are_never_split(block, monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(64, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.Tanh(), nn.Linear(8, 10)
+    ).double()
+    X, y = digits_data(60)
+    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 1.0)
+    whole = HessianOperator(model, nn.CrossEntropyLoss(), (X, y), micro_batch_size=None)
+    op = HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
+    V = block[: op.n]
+    assert rel_err(op.matmat(V), whole.matmat(V)) < RTOL64
+    assert op.splits_batches is False
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "big", True])
+def test_bad_micro_batch_size_names_the_parameter(mlp, bad) -> None:
+    model, criterion, batches, _ = mlp
+    with pytest.raises(UserInputError, match="micro_batch_size must be"):
+        HessianOperator(model, criterion, batches, micro_batch_size=bad)

@@ -50,6 +50,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from hessian_powerlaw import batching
+from hessian_powerlaw.batching import sample_count
 from hessian_powerlaw.errors import UserInputError
 
 __all__ = [
@@ -389,8 +391,12 @@ def _split(items: list[Any], rank: int, world: int) -> list[Any]:
         return items
     sizes = [sample_count(batch) for batch in items]
     if all(size is not None for size in sizes):
-        pieces = [_slice_batch(batch, size, rank, world) for batch, size in zip(items, sizes)]
-        return [piece for piece, size in zip(pieces, sizes) if _slice_length(size, rank, world)]
+        pieces = []
+        for batch, size in zip(items, sizes):
+            start, stop = batching.slice_bounds(size, world)[rank]
+            if stop > start:
+                pieces.append(batching.take(batch, size, start, stop))
+        return pieces
     if len(items) < world:
         raise UserInputError(
             f"{len(items)} Hessian batches of a kind that cannot be sliced (no tensor with the "
@@ -398,52 +404,6 @@ def _split(items: list[Any], rank: int, world: int) -> list[Any]:
             f"{world} batches or use fewer ranks"
         )
     return items[rank::world]
-
-
-def _first_array(batch: Any) -> Any | None:
-    """The batch's first tensor or array, in the order the operator counts samples."""
-    if isinstance(batch, torch.Tensor) or hasattr(batch, "__array__"):
-        return batch
-    values = batch.values() if isinstance(batch, Mapping) else batch
-    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
-        for value in values:
-            found = _first_array(value)
-            if found is not None:
-                return found
-    return None
-
-
-def sample_count(batch: Any) -> int | None:
-    """Length of the batch's first tensor (its samples), or None when it has none.
-
-    The operator weights batches by this count and the ranks slice batches by it, so both
-    use this one definition.
-    """
-    first = _first_array(batch)
-    shape = getattr(first, "shape", ())
-    return int(shape[0]) if len(shape) > 0 else None
-
-
-def _slice_length(size: int, rank: int, world: int) -> int:
-    """Samples in slice ``rank`` of ``size``, as ``torch.tensor_split`` cuts them."""
-    return size // world + (1 if rank < size % world else 0)
-
-
-def _slice_batch(batch: Any, size: int, rank: int, world: int) -> Any:
-    """Slice ``rank`` of every tensor in ``batch`` whose first dimension is ``size``."""
-    if isinstance(batch, torch.Tensor) or hasattr(batch, "__array__"):
-        shape = getattr(batch, "shape", ())
-        if len(shape) == 0 or int(shape[0]) != size:
-            return batch
-        start = rank * (size // world) + min(rank, size % world)
-        return batch[start : start + _slice_length(size, rank, world)]
-    if isinstance(batch, Mapping):
-        return type(batch)({k: _slice_batch(v, size, rank, world) for k, v in batch.items()})
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(_slice_batch(v, size, rank, world) for v in batch))
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(_slice_batch(v, size, rank, world) for v in batch)
-    return batch
 
 
 def shard_checked(batches: Iterable[Any], params: torch.Tensor, **values: Any) -> Any:

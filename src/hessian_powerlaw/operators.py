@@ -17,6 +17,16 @@ Products are Hessian-vector products (Pearlmutter's trick), never an explicit ma
 data batch the gradient graph is built once and reused for all ``b`` columns of ``V``, either
 by ``torch.func.vmap`` over a forward-over-reverse ``jvp(grad)`` (one batched pass) or, for
 models that ``vmap`` cannot trace, by an autograd double backward with ``retain_graph``.
+
+The batched pass holds ``b`` tangent copies of a batch's activations. When that working set
+is large, products are cheaper (fewer cache misses and page faults, no out-of-memory) if a
+batch is applied in *micro-batches*: contiguous slices of its samples, each weighted by its
+size. For a loss that is a mean over samples this is the same operator,
+
+    H_b V = sum_c (m_c / m_b) H_c V,
+
+the identity the data-parallel split (:mod:`hessian_powerlaw.distributed`) rests on too. The
+operator checks it on the loss values before it splits any batch.
 """
 
 from __future__ import annotations
@@ -33,12 +43,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hessian_powerlaw import distributed
+from hessian_powerlaw import batching, distributed
 from hessian_powerlaw.errors import UserInputError
 
 __all__ = ["HessianOperator", "MatrixOperator", "OperatorBase"]
 
 _BACKENDS = ("auto", "vmap", "autograd")
+
+# micro_batch_size="auto": the largest micro-batch whose saved activations, times the columns
+# of one vmapped product, stay within this many bytes. On a CPU it is a cache-and-allocator
+# effect: for a LeNet on 1,797 digits in float64 (14.5 kB of activations a sample), b = 16
+# columns cost 1.8 gradients each on the whole batch (420 MB) and 1.1 in slices of 512
+# (120 MB); see docs/benchmarks.md. On an accelerator it guards memory: a fraction of the
+# device memory free when the first product runs.
+CPU_PRODUCT_BYTES = 128 * 2**20
+ACCELERATOR_PRODUCT_FRACTION = 0.125
+_FEW_SAMPLES = 8  # batches this small are never split by "auto"; activations measured on 2, 8
 
 
 class OperatorBase(abc.ABC):
@@ -224,13 +244,25 @@ class HessianOperator(OperatorBase):
         device: where products run; default: the device of the model's first parameter.
         backend: ``"auto"`` (vmap, falling back to autograd when vmap cannot trace the
             model), ``"vmap"`` or ``"autograd"``.
+        micro_batch_size: how many samples of a batch one product pass takes. ``"auto"``
+            (default) splits a batch only when ``b`` tangent copies of its activations would
+            exceed :data:`CPU_PRODUCT_BYTES` on a CPU, or :data:`ACCELERATOR_PRODUCT_FRACTION`
+            of the free memory on an accelerator (activations measured once per batch
+            shape, on one and a few samples); an int caps every pass at that many samples;
+            ``None`` never splits. Splitting needs the per-batch loss to be a mean over
+            samples: before the first split the operator compares the batch's loss with the
+            size-weighted mean of its slices' losses (relative tolerance ``sqrt(eps)``). When
+            they differ (a summed, class-weighted or token-masked loss) ``"auto"`` keeps
+            batches whole and an int raises :class:`UserInputError`.
 
     Floating-point input tensors are cast to ``dtype``; integer ones (labels, token ids) are
     only moved to ``device``. During products the model runs in eval mode; the mode of every
     module is restored afterwards.
 
     ``num_data_passes`` counts passes over all batches for any purpose (products, gradient,
-    loss); ``num_matvecs`` counts product columns.
+    loss); ``num_matvecs`` counts product columns. ``splits_batches`` is ``None`` until a
+    batch first needed splitting, then whether the loss allowed it; ``last_pass_samples``
+    lists the samples of each (micro-)batch the last product took.
     """
 
     def __init__(
@@ -242,6 +274,7 @@ class HessianOperator(OperatorBase):
         dtype: torch.dtype = torch.float64,
         device: str | torch.device | None = None,
         backend: str = "auto",
+        micro_batch_size: int | str | None = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -254,11 +287,17 @@ class HessianOperator(OperatorBase):
         if backend not in _BACKENDS:
             raise UserInputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
         _check_float_dtype(dtype)
+        _check_micro_batch_size(micro_batch_size)
         self.model = model
         self.loss = loss
         self.dtype = dtype
         self.device = _resolve_device(model, device)
         self.backend = backend
+        self.micro_batch_size = micro_batch_size
+        self.splits_batches: bool | None = None
+        self._activation_bytes: dict[tuple[Any, ...], float] = {}
+        self.last_pass_samples: list[int] = []  # samples of each pass of the last product
+        self._split_checked: set[int] = set()  # batches whose loss was checked for splitting
         self.num_data_passes = 0
         self._active_backend: str | None = None if backend == "auto" else backend
         self._train_mode_seen: list[str] = []
@@ -371,12 +410,106 @@ class HessianOperator(OperatorBase):
     def _pass(self, V: Tensor, backend: str) -> Tensor:
         """One pass over the data: local weighted sum of per-batch HVPs, then all-reduce."""
         hvp = self._hvp_vmap if backend == "vmap" else self._hvp_autograd
+        # only the vmapped pass holds a tangent copy of the activations per column
+        columns = V.shape[1] if backend == "vmap" else 1
         acc = torch.zeros_like(V)
+        sizes: list[int] = []
         with self._eval_mode():
-            for weight, batch in self._iter_batches():
-                acc.add_(hvp(V, batch), alpha=weight)
+            for index, (weight, batch) in enumerate(self._iter_batches()):
+                size = _batch_size(batch)
+                for piece in self._micro_batches(index, batch, size, columns):
+                    sizes.append(_batch_size(piece))
+                    acc.add_(hvp(V, piece), alpha=weight * sizes[-1] / size)
+        self.last_pass_samples = sizes
         self.num_data_passes += 1
         return self._all_reduce(acc, identical=V)
+
+    # ---------------------------------------------------------------- micro-batches
+
+    def _micro_batches(self, index: int, batch: Batch, size: int, columns: int) -> list[Batch]:
+        """``batch`` number ``index`` as the slices one product pass takes.
+
+        The first time a batch is split its loss is checked (:meth:`_loss_splits`); one
+        batch that fails keeps every batch whole from then on.
+        """
+        if self.micro_batch_size is None or size <= 1 or self.splits_batches is False:
+            return [batch]
+        if self.micro_batch_size == "auto":
+            if size <= _FEW_SAMPLES:  # too small to be worth measuring
+                return [batch]
+            per_pass = self._auto_micro_batch(batch, size, columns)
+        else:
+            per_pass = int(self.micro_batch_size)
+        if per_pass >= size:
+            return [batch]
+        pieces = batching.split(batch, size, math.ceil(size / per_pass))
+        if index not in self._split_checked:
+            self.splits_batches = self._loss_splits(batch, pieces)
+            self._split_checked.add(index)
+            if not self.splits_batches:
+                return [batch]
+        return pieces
+
+    def _auto_micro_batch(self, batch: Batch, size: int, columns: int) -> int:
+        budget = _product_budget(self.device)
+        try:
+            per_sample = self._activation_bytes_per_sample(batch, size)
+        except Exception:  # the model refuses small slices (e.g. batch statistics): keep whole
+            self.splits_batches = False
+            return size
+        return max(1, int(budget // max(per_sample * columns, 1.0)))
+
+    def _activation_bytes_per_sample(self, batch: Batch, size: int) -> float:
+        """Bytes autograd saves per sample in the loss's forward, from two small slices.
+
+        The difference of the totals on 2 and ``_FEW_SAMPLES`` samples leaves out whatever
+        does not grow with the samples (parameters, buffers). Cached per batch shape (all
+        dimensions but the first).
+        """
+        key = _trailing_shapes(batch)
+        if key not in self._activation_bytes:
+            few = self._saved_bytes(batching.take(batch, size, 0, 2))
+            more = self._saved_bytes(batching.take(batch, size, 0, _FEW_SAMPLES))
+            grown = (more - few) / (_FEW_SAMPLES - 2)
+            self._activation_bytes[key] = float(grown if grown > 0 else more / _FEW_SAMPLES)
+        return self._activation_bytes[key]
+
+    def _saved_bytes(self, batch: Batch) -> int:
+        total = 0
+
+        def pack(t: Tensor) -> Tensor:
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        theta = self._theta.detach().requires_grad_(True)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            self._loss_at(theta, batch)
+        return total
+
+    def _loss_splits(self, batch: Batch, pieces: list[Batch]) -> bool:
+        """Whether the batch's loss is the size-weighted mean of its slices' losses."""
+        size = _batch_size(batch)
+        with torch.no_grad():
+            whole = float(self._loss_at(self._theta, batch))
+            try:
+                parts = sum(
+                    _batch_size(p) / size * float(self._loss_at(self._theta, p)) for p in pieces
+                )
+                why = f"whole batch {whole:.10g}, size-weighted mean of slices {parts:.10g}"
+            except Exception as exc:  # e.g. batch statistics refuse a one-sample slice
+                parts, why = math.nan, f"a slice fails: {type(exc).__name__}: {exc}"
+        tol = math.sqrt(torch.finfo(self.dtype).eps) * max(abs(whole), abs(parts), 1e-30)
+        if abs(whole - parts) <= tol:
+            return True
+        if self.micro_batch_size != "auto":
+            raise UserInputError(
+                f"micro_batch_size={self.micro_batch_size}: the loss of a batch is not the "
+                f"mean of its samples' losses ({why}), so a batch cannot be split into "
+                f"{len(pieces)} slices; pass micro_batch_size=None or make the loss a mean "
+                "over samples"
+            )
+        return False
 
     def _hvp_vmap(self, V: Tensor, batch: Batch) -> Tensor:
         """H_b V by vmap over forward-over-reverse: the primal pass is shared by all columns."""
@@ -518,6 +651,34 @@ def _check_float_dtype(dtype: Any) -> None:
         raise UserInputError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
 
 
+def _check_micro_batch_size(value: Any) -> None:
+    if value is None or value == "auto":
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserInputError(
+            f"micro_batch_size must be 'auto', None or a positive int, got {value!r}"
+        )
+
+
+def _product_budget(device: torch.device) -> float:
+    """Bytes of activations times columns that one vmapped product pass may hold."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return ACCELERATOR_PRODUCT_FRACTION * free
+    return float(CPU_PRODUCT_BYTES)
+
+
+def _trailing_shapes(batch: Any) -> tuple[Any, ...]:
+    """The shapes of a batch's tensors without the first dimension (a cache key)."""
+    if isinstance(batch, Tensor):
+        return (tuple(batch.shape[1:]),)
+    if isinstance(batch, Mapping):
+        return tuple((k, _trailing_shapes(v)) for k, v in batch.items())
+    if isinstance(batch, (tuple, list)):
+        return tuple(_trailing_shapes(v) for v in batch)
+    return ()
+
+
 def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
     if device is not None:
         try:
@@ -638,7 +799,7 @@ def _normalize_batches(batches: Any) -> Any:
 
 def _batch_size(batch: Batch) -> int:
     """The number of samples of a batch: the length of its first tensor."""
-    count = distributed.sample_count(batch)
+    count = batching.sample_count(batch)
     if count is None:
         raise UserInputError(
             f"cannot tell the number of samples of a batch of type {type(batch).__name__}; "

@@ -1,0 +1,81 @@
+"""Samples in a batch: how many there are, and how to cut a batch into slices of them.
+
+A batch is whatever the loss takes: a tensor, a tuple or list of tensors (``(x, y)``), a
+namedtuple or a mapping (a tokenizer's output). Its *samples* run along dimension 0 of its
+first tensor (depth first, in iteration order). Both the data-parallel split (every rank takes
+a slice of every batch) and the operator's micro-batches (a large batch applied slice by
+slice) cut batches here, so they agree on what a sample is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["sample_count", "slice_bounds", "split", "take"]
+
+
+def _is_array(obj: Any) -> bool:
+    return isinstance(obj, torch.Tensor) or hasattr(obj, "__array__")
+
+
+def _first_array(batch: Any) -> Any | None:
+    """The batch's first tensor or array, depth first."""
+    if _is_array(batch):
+        return batch
+    values = batch.values() if isinstance(batch, Mapping) else batch
+    if isinstance(values, Iterable) and not isinstance(values, (str, bytes)):
+        for value in values:
+            found = _first_array(value)
+            if found is not None:
+                return found
+    return None
+
+
+def sample_count(batch: Any) -> int | None:
+    """Length of the batch's first tensor (its samples), or None when it has none."""
+    first = _first_array(batch)
+    shape = getattr(first, "shape", ())
+    return int(shape[0]) if len(shape) > 0 else None
+
+
+def slice_bounds(size: int, pieces: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of ``pieces`` contiguous slices of ``size`` samples.
+
+    The sizes differ by at most one, larger first, as ``torch.tensor_split`` cuts; slices
+    are empty when ``pieces > size``.
+    """
+    base, extra = divmod(size, pieces)
+    bounds, start = [], 0
+    for i in range(pieces):
+        stop = start + base + (1 if i < extra else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+def take(batch: Any, size: int, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of ``batch``, whose first tensor has ``size`` samples.
+
+    Every tensor or array whose first dimension is ``size`` is sliced; anything else
+    (broadcast tensors, scalars, strings) is kept whole. Containers keep their type.
+    """
+    if _is_array(batch):
+        shape = getattr(batch, "shape", ())
+        if len(shape) == 0 or int(shape[0]) != size:
+            return batch
+        return batch[start:stop]
+    if isinstance(batch, Mapping):
+        return type(batch)({k: take(v, size, start, stop) for k, v in batch.items()})
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(take(v, size, start, stop) for v in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(take(v, size, start, stop) for v in batch)
+    return batch
+
+
+def split(batch: Any, size: int, pieces: int) -> list[Any]:
+    """``batch`` cut into ``pieces`` non-empty contiguous slices (fewer when ``size`` is small)."""
+    return [take(batch, size, a, b) for a, b in slice_bounds(size, pieces) if b > a]
