@@ -1,8 +1,10 @@
 """Shared test helpers: an independent explicit Hessian and a small real model on digits.
 
 ``explicit_hessian`` does not use ``hessian_powerlaw`` at all: it builds the loss as a
-function of one flat parameter vector and differentiates it with ``torch.func.hessian``, so
-tests compare the library's Hessian-vector products against an independent ground truth.
+function of one flat parameter vector and differentiates it twice with ``torch.func``
+(reverse over reverse, ``jacrev(grad)``; ``method="hessian"`` gives ``torch.func.hessian``'s
+forward over reverse, equal on models without layer_norm), so tests compare the library's
+Hessian-vector products against an independent ground truth.
 
 Import from tests as ``from tests.reference import digits_mlp, explicit_hessian``.
 """
@@ -106,6 +108,7 @@ def explicit_hessian(
     batches: Any,
     param_names: Sequence[str] | None = None,
     chunk_size: int | None = None,
+    method: str = "jacrev",
 ) -> Tensor:
     """The explicit Hessian ``sum_b (m_b / M) d^2 loss_b / dtheta^2`` as an (n, n) tensor.
 
@@ -152,7 +155,10 @@ def explicit_hessian(
     try:
         H = torch.zeros(theta0.numel(), theta0.numel(), dtype=theta0.dtype)
         for batch in batches:
-            hess = torch.func.jacrev(torch.func.grad(batch_loss), chunk_size=chunk_size)
+            if method == "hessian":
+                hess = torch.func.hessian(batch_loss)
+            else:
+                hess = torch.func.jacrev(torch.func.grad(batch_loss), chunk_size=chunk_size)
             H += (size(batch) / total) * hess(theta0, batch)
     finally:
         model.train(was_training)
