@@ -374,11 +374,16 @@ def test_auto_micro_batches_follow_the_memory_budget(mlp, block, monkeypatch) ->
     assert 8 * (64 + 16 + 10) <= per_sample <= 8 * 4 * (64 + 16 + 16 + 10)
     # a budget of 10 samples per 6 columns cuts every 67-sample batch into 7 slices
     monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 10 * 6 * per_sample)
+    op = HessianOperator(model, criterion, batches)
     pieces = op._micro_batches(0, batches[0], 67, 6)
     assert [len(p[0]) for p in pieces] == [10] * 4 + [9] * 3
     assert torch.equal(torch.cat([p[0] for p in pieces]), batches[0][0])
     assert rel_err(op.matmat(block), H @ block) < RTOL64
     assert op.splits_batches is True
+    assert op.last_pass_samples == 2 * ([10] * 4 + [9] * 3) + [10] * 3 + [9] * 4
+    # one column may take 6 times as many samples a pass: 67 -> 2 slices, 66 -> 2 slices
+    op.matvec(block[:, 0])
+    assert op.last_pass_samples == [34, 33, 34, 33, 33, 33]
 
 
 def _summed_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:

@@ -53,9 +53,9 @@ _BACKENDS = ("auto", "vmap", "autograd")
 # micro_batch_size="auto": the largest micro-batch whose saved activations, times the columns
 # of one vmapped product, stay within this many bytes. On a CPU it is a cache-and-allocator
 # effect: for a LeNet on 1,797 digits in float64 (14.5 kB of activations a sample), b = 16
-# columns cost 1.8 gradients each on the whole batch (420 MB) and 1.1 in slices of 512
-# (120 MB); see docs/benchmarks.md. On an accelerator it guards memory: a fraction of the
-# device memory free when the first product runs.
+# columns cost about 2 gradients each on the whole batch (420 MB) and 1.2-1.4 in the four
+# slices this budget gives (see docs/benchmarks.md). On an accelerator it guards memory: a
+# fraction of the device memory that is free when the operator first needs the budget.
 CPU_PRODUCT_BYTES = 128 * 2**20
 ACCELERATOR_PRODUCT_FRACTION = 0.125
 _FEW_SAMPLES = 8  # batches this small are never split by "auto"; activations measured on 2, 8
@@ -247,13 +247,13 @@ class HessianOperator(OperatorBase):
         micro_batch_size: how many samples of a batch one product pass takes. ``"auto"``
             (default) splits a batch only when ``b`` tangent copies of its activations would
             exceed :data:`CPU_PRODUCT_BYTES` on a CPU, or :data:`ACCELERATOR_PRODUCT_FRACTION`
-            of the free memory on an accelerator (activations measured once per batch
-            shape, on one and a few samples); an int caps every pass at that many samples;
-            ``None`` never splits. Splitting needs the per-batch loss to be a mean over
-            samples: before the first split the operator compares the batch's loss with the
-            size-weighted mean of its slices' losses (relative tolerance ``sqrt(eps)``). When
-            they differ (a summed, class-weighted or token-masked loss) ``"auto"`` keeps
-            batches whole and an int raises :class:`UserInputError`.
+            of the free CUDA memory (activations measured once per batch shape, on 2 and 8
+            samples; the budget fixed at the first product); an int caps every pass at that
+            many samples; ``None`` never splits. Splitting needs the per-batch loss to be a
+            mean over samples: the first time a batch is split the operator compares its
+            loss with the size-weighted mean of its slices' losses (relative tolerance
+            ``sqrt(eps)``). When they differ (a summed, class-weighted or token-masked loss)
+            ``"auto"`` keeps batches whole and an int raises :class:`UserInputError`.
 
     Floating-point input tensors are cast to ``dtype``; integer ones (labels, token ids) are
     only moved to ``device``. During products the model runs in eval mode; the mode of every
@@ -296,6 +296,7 @@ class HessianOperator(OperatorBase):
         self.micro_batch_size = micro_batch_size
         self.splits_batches: bool | None = None
         self._activation_bytes: dict[tuple[Any, ...], float] = {}
+        self._budget: float | None = None
         self.last_pass_samples: list[int] = []  # samples of each pass of the last product
         self._split_checked: set[int] = set()  # batches whose loss was checked for splitting
         self.num_data_passes = 0
@@ -451,7 +452,9 @@ class HessianOperator(OperatorBase):
         return pieces
 
     def _auto_micro_batch(self, batch: Batch, size: int, columns: int) -> int:
-        budget = _product_budget(self.device)
+        if self._budget is None:  # fixed once, so every pass cuts the same slices
+            self._budget = _product_budget(self.device)
+        budget = self._budget
         try:
             per_sample = self._activation_bytes_per_sample(batch, size)
         except Exception:  # the model refuses small slices (e.g. batch statistics): keep whole
