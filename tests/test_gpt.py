@@ -190,6 +190,13 @@ def test_matvec_matches_explicit_hessian_all_blocks(tiny_text: TextData) -> None
     expected = H @ V
     got = op.matmat(V)
     assert float((got - expected).abs().max()) <= 1e-10 * float(expected.abs().max())
+    # one sequence per micro-batch: the token-mean loss over equal-length windows splits
+    micro = HessianOperator(
+        model, tiny_text.loss, batches, params="blocks.1.attn.*", micro_batch_size=1
+    )
+    got = micro.matmat(V)
+    assert micro.splits_batches is True and micro.last_pass_samples == [1, 1, 1]
+    assert float((got - expected).abs().max()) <= 1e-10 * float(expected.abs().max())
 
 
 def test_last_is_the_lm_head_and_matches_dense(tiny_text: TextData) -> None:

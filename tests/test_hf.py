@@ -153,6 +153,13 @@ def test_attention_hessian_products_match_explicit(
     V = torch.randn(op.n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     expected = H @ V
     assert float((op.matmat(V) - expected).abs().max()) <= 1e-10 * float(expected.abs().max())
+    # the tokenizer's dict batches cut into one sequence per micro-batch give the same product
+    micro = HessianOperator(
+        model, hf_data.loss, batches, params="model.transformer.h.1.attn.*", micro_batch_size=1
+    )
+    got = micro.matmat(V)
+    assert micro.splits_batches is True and micro.last_pass_samples == [1, 1]
+    assert float((got - expected).abs().max()) <= 1e-10 * float(expected.abs().max())
 
 
 def test_untied_head_is_lm_head_and_operator_last_agrees(
