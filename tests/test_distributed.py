@@ -186,6 +186,21 @@ def test_rank_operators_sum_to_the_one_process_operator() -> None:
         assert torch.allclose(total, H, rtol=0, atol=1e-13 * float(H.abs().max())), world
 
 
+def test_ranks_refuse_a_loss_that_is_not_a_mean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slicing every batch across ranks is exact only for a mean loss: a summed loss is one
+    clear error on every rank (each checks the same first batch) before any collective."""
+    model, loss, batches = digits_mlp(hidden=4, n_samples=40, num_batches=2)
+
+    def summed(m: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(m(batch[0]), batch[1], reduction="sum")
+
+    mean_op = HessianOperator(model, loss, batches)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    mean_op._check_rank_split(batches)  # a mean loss passes
+    with pytest.raises(UserInputError, match="2 ranks share every Hessian batch.*mean of its"):
+        HessianOperator(model, summed, batches)
+
+
 # --------------------------------------------------------------------------------------------
 # consistency checks, pieces that do not need a second rank
 

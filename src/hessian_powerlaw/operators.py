@@ -315,10 +315,12 @@ class HessianOperator(OperatorBase):
         self._wrapper = _LossModule(model, loss)
         self._fixed = self._fixed_tensors()
 
-        # under torch.distributed: check that ranks agree, keep batches rank, rank + W, ...
-        self.batches = distributed.shard_checked(
-            _normalize_batches(batches), self._theta, dtype=str(dtype)
-        )
+        # under torch.distributed: check that ranks agree, keep this rank's slice of each batch
+        batches = _normalize_batches(batches)
+        if distributed.world_size() > 1:
+            batches = list(batches)
+            self._check_rank_split(batches)
+        self.batches = distributed.shard_checked(batches, self._theta, dtype=str(dtype))
         counts = [_batch_size(b) for b in self.batches]
         self._local_counts = counts
         total = self._all_reduce(torch.tensor(float(sum(counts)), dtype=torch.float64))
@@ -491,19 +493,9 @@ class HessianOperator(OperatorBase):
         return total
 
     def _loss_splits(self, batch: Batch, pieces: list[Batch]) -> bool:
-        """Whether the batch's loss is the size-weighted mean of its slices' losses."""
-        size = _batch_size(batch)
-        with torch.no_grad():
-            whole = float(self._loss_at(self._theta, batch))
-            try:
-                parts = sum(
-                    _batch_size(p) / size * float(self._loss_at(self._theta, p)) for p in pieces
-                )
-                why = f"whole batch {whole:.10g}, size-weighted mean of slices {parts:.10g}"
-            except Exception as exc:  # e.g. batch statistics refuse a one-sample slice
-                parts, why = math.nan, f"a slice fails: {type(exc).__name__}: {exc}"
-        tol = math.sqrt(torch.finfo(self.dtype).eps) * max(abs(whole), abs(parts), 1e-30)
-        if abs(whole - parts) <= tol:
+        """Whether micro-batches may cut ``batch`` into ``pieces`` (see :meth:`_split_mismatch`)."""
+        why = self._split_mismatch(batch, pieces)
+        if why is None:
             return True
         if self.micro_batch_size != "auto":
             raise UserInputError(
@@ -513,6 +505,42 @@ class HessianOperator(OperatorBase):
                 "over samples"
             )
         return False
+
+    def _split_mismatch(self, batch: Batch, pieces: list[Batch]) -> str | None:
+        """None when the batch's loss is the size-weighted mean of its pieces' losses
+        (relative tolerance ``sqrt(eps)``), else what differs. The model is in eval mode."""
+        size = _batch_size(batch)
+        with torch.no_grad():
+            whole = float(self._loss_at(self._theta, batch))
+            try:
+                parts = sum(
+                    _batch_size(p) / size * float(self._loss_at(self._theta, p)) for p in pieces
+                )
+            except Exception as exc:  # e.g. batch statistics refuse a one-sample slice
+                return f"a slice fails: {type(exc).__name__}: {exc}"
+        tol = math.sqrt(torch.finfo(self.dtype).eps) * max(abs(whole), abs(parts), 1e-30)
+        if abs(whole - parts) <= tol:
+            return None
+        return f"whole batch {whole:.10g}, size-weighted mean of slices {parts:.10g}"
+
+    def _check_rank_split(self, batches: list[Batch]) -> None:
+        """Under ``W`` ranks every batch is cut into ``W`` slices, one per rank: refuse a
+        loss that is not a mean over samples, checked on the first batch (identically on
+        every rank, since every rank passes the same batches)."""
+        world = distributed.world_size()
+        sizes = [batching.sample_count(b) for b in batches]
+        if not batches or any(size is None for size in sizes) or sizes[0] < 2:
+            return  # whole batches are dealt round robin instead (distributed.shard)
+        first = _to_device(batches[0], self.device, self.dtype)
+        pieces = batching.split(first, sizes[0], world)
+        with self._eval_mode():
+            why = self._split_mismatch(first, pieces)
+        if why is not None:
+            raise UserInputError(
+                f"{world} ranks share every Hessian batch, slice by slice, which needs the "
+                f"loss of a batch to be the mean of its samples' losses ({why}, first "
+                "batch); make the loss a mean over samples or run in one process"
+            )
 
     def _hvp_vmap(self, V: Tensor, batch: Batch) -> Tensor:
         """H_b V by vmap over forward-over-reverse: the primal pass is shared by all columns."""
