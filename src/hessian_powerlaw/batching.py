@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["sample_count", "slice_bounds", "split", "take"]
+__all__ = ["sample_count", "slice_bounds", "split", "take", "to_device"]
 
 
 def _is_array(obj: Any) -> bool:
@@ -79,3 +80,29 @@ def take(batch: Any, size: int, start: int, stop: int) -> Any:
 def split(batch: Any, size: int, pieces: int) -> list[Any]:
     """``batch`` cut into ``pieces`` non-empty contiguous slices (fewer when ``size`` is small)."""
     return [take(batch, size, a, b) for a, b in slice_bounds(size, pieces) if b > a]
+
+
+def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
+    """The batch with its tensors (and numpy arrays) on ``device``, floating ones in ``dtype``.
+
+    Integer tensors (labels, token ids) keep their dtype. Containers keep their type: tuples,
+    lists, namedtuples and mappings (a tokenizer's ``BatchEncoding`` stays one when its type
+    can be rebuilt from a dict).
+    """
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
+    if isinstance(batch, torch.Tensor):
+        if dtype is not None and batch.is_floating_point():
+            return batch.to(device=device, dtype=dtype)
+        return batch.to(device=device)
+    if isinstance(batch, Mapping):
+        moved = {k: to_device(v, device, dtype) for k, v in batch.items()}
+        try:
+            return type(batch)(moved)
+        except TypeError:
+            return moved
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(to_device(v, device, dtype) for v in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(v, device, dtype) for v in batch)
+    return batch

@@ -382,7 +382,7 @@ class HessianOperator(OperatorBase):
         """(weight m_b / M, batch moved to device and dtype) for this process's batches."""
         for batch in self.batches:
             weight = _batch_size(batch) / self.num_samples
-            yield weight, _to_device(batch, self.device, self.dtype)
+            yield weight, batching.to_device(batch, self.device, self.dtype)
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
@@ -531,7 +531,7 @@ class HessianOperator(OperatorBase):
         sizes = [batching.sample_count(b) for b in batches]
         if not batches or any(size is None for size in sizes) or sizes[0] < 2:
             return  # whole batches are dealt round robin instead (distributed.shard)
-        first = _to_device(batches[0], self.device, self.dtype)
+        first = batching.to_device(batches[0], self.device, self.dtype)
         pieces = batching.split(first, sizes[0], world)
         with self._eval_mode():
             why = self._split_mismatch(first, pieces)
@@ -837,24 +837,3 @@ def _batch_size(batch: Batch) -> int:
             "its first tensor must have the samples along dimension 0"
         )
     return count
-
-
-def _to_device(obj: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    """Move tensors to ``device``; floating ones are also cast to ``dtype``."""
-    if isinstance(obj, np.ndarray):
-        obj = torch.from_numpy(obj)
-    if isinstance(obj, Tensor):
-        if obj.is_floating_point():
-            return obj.to(device=device, dtype=dtype)
-        return obj.to(device=device)
-    if isinstance(obj, Mapping):
-        moved = {k: _to_device(v, device, dtype) for k, v in obj.items()}
-        try:  # keep the user's mapping type (e.g. a tokenizer's BatchEncoding) when we can
-            return type(obj)(moved)
-        except TypeError:
-            return moved
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(_to_device(v, device, dtype) for v in obj))
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_device(v, device, dtype) for v in obj)
-    return obj

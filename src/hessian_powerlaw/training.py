@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hessian_powerlaw import batching
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.io import (
@@ -341,19 +342,6 @@ def compute_loss(loss: Any, model: nn.Module, batch: Any) -> torch.Tensor:
     return loss(model, batch)
 
 
-def _to_device(batch: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    """Move tensors of a batch (tuple, list, dict) to ``device``; floats to ``dtype``."""
-    if isinstance(batch, torch.Tensor):
-        if dtype is not None and batch.is_floating_point():
-            return batch.to(device=device, dtype=dtype)
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device, dtype) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device, dtype) for v in batch)
-    return batch
-
-
 def _rng_state() -> dict[str, Any]:
     """Torch (CPU and CUDA), numpy and Python RNG state, as weights_only-loadable data."""
     keys, pos, has_gauss, cached = np.random.get_state()[1:]
@@ -610,7 +598,9 @@ def _run_loop(
         bar = progress_bar(last - first, f"epoch {epoch + 1}/{plan.num_epochs}", progress)
         with bar:
             for batch in batches:
-                loss = _update(config, state, params, data.loss, _to_device(batch, device, dtype))
+                loss = _update(
+                    config, state, params, data.loss, batching.to_device(batch, device, dtype)
+                )
                 state.step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
