@@ -403,6 +403,34 @@ def test_a_loss_that_is_not_a_mean_is_never_split(mlp, block, monkeypatch) -> No
     assert op.splits_batches is False
 
 
+def _masked_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """A token-style mean over the targets that are not ignored (class 0 is padding)."""
+    return nn.functional.cross_entropy(model(batch[0]), batch[1], ignore_index=0)
+
+
+@pytest.mark.parametrize("kind", ["class-weighted", "ignore_index"])
+def test_weighted_means_are_caught_even_when_the_losses_agree(block, monkeypatch, kind) -> None:
+    """At a zero-initialised head every sample has the same loss, so the loss values of a
+    class-weighted or masked mean agree with the size-weighted mean of the slices; the
+    gradients do not, and the operator must not split."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, 10)).double()
+    nn.init.zeros_(model[2].weight)
+    nn.init.zeros_(model[2].bias)
+    X, y = digits_data(64)
+    class_weights = torch.linspace(1.0, 5.0, 10, dtype=torch.float64)
+    loss = nn.CrossEntropyLoss(weight=class_weights) if kind == "class-weighted" else _masked_loss
+    whole = HessianOperator(model, loss, (X, y), micro_batch_size=None)
+    V = block[: whole.n]
+    expected = whole.matmat(V)
+    with pytest.raises(UserInputError, match="micro_batch_size=8: .*gradients differs"):
+        HessianOperator(model, loss, (X, y), micro_batch_size=8).matmat(V)
+    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 1.0)  # "auto" would cut to 1 sample
+    op = HessianOperator(model, loss, (X, y))
+    assert rel_err(op.matmat(V), expected) < RTOL64
+    assert op.splits_batches is False and op.last_pass_samples == [64]
+
+
 def test_batch_statistics_are_never_split(block, monkeypatch) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(

@@ -69,7 +69,7 @@ def take(batch: Any, size: int, start: int, stop: int) -> Any:
             return batch
         return batch[start:stop]
     if isinstance(batch, Mapping):
-        return type(batch)({k: take(v, size, start, stop) for k, v in batch.items()})
+        return _same_mapping(batch, {k: take(v, size, start, stop) for k, v in batch.items()})
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
         return type(batch)(*(take(v, size, start, stop) for v in batch))
     if isinstance(batch, (tuple, list)):
@@ -96,13 +96,17 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None
             return batch.to(device=device, dtype=dtype)
         return batch.to(device=device)
     if isinstance(batch, Mapping):
-        moved = {k: to_device(v, device, dtype) for k, v in batch.items()}
-        try:
-            return type(batch)(moved)
-        except TypeError:
-            return moved
+        return _same_mapping(batch, {k: to_device(v, device, dtype) for k, v in batch.items()})
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
         return type(batch)(*(to_device(v, device, dtype) for v in batch))
     if isinstance(batch, (tuple, list)):
         return type(batch)(to_device(v, device, dtype) for v in batch)
     return batch
+
+
+def _same_mapping(original: Mapping, values: dict) -> Any:
+    """``values`` as the original's mapping type when it can be built from a dict."""
+    try:
+        return type(original)(values)
+    except TypeError:
+        return values

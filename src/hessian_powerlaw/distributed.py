@@ -406,14 +406,21 @@ def _split(items: list[Any], rank: int, world: int) -> list[Any]:
     return items[rank::world]
 
 
-def shard_checked(batches: Iterable[Any], params: torch.Tensor, **values: Any) -> Any:
+def shard_checked(
+    batches: Iterable[Any],
+    params: torch.Tensor,
+    before_split: Callable[[list[Any]], None] | None = None,
+    **values: Any,
+) -> Any:
     """Check that all ranks hold the same model and data, then return this rank's shard.
 
     Compares the number of batches, fingerprints (:func:`fingerprint`) of ``params`` (the
     flat parameters) and of every tensor in the batches, and any further ``values`` (e.g.
     the dtype) with :func:`check_consistent`: ranks that loaded different weights or data
-    would otherwise reduce products of different Hessians without any error. Returns
-    ``batches`` unchanged (a DataLoader stays lazy) without a process group.
+    would otherwise reduce products of different Hessians without any error. Then
+    ``before_split(all_batches)`` may raise; the ranks agree on the data by then, so they
+    all raise alike. Returns ``batches`` unchanged (a DataLoader stays lazy) without a
+    process group.
     """
     if not _active():
         return batches
@@ -425,6 +432,8 @@ def shard_checked(batches: Iterable[Any], params: torch.Tensor, **values: Any) -
         data=fingerprint(*_tensors_in(items)),
         **values,
     )
+    if before_split is not None:
+        before_split(items)
     return _split(items, rank(), world_size())
 
 

@@ -26,7 +26,7 @@ size. For a loss that is a mean over samples this is the same operator,
     H_b V = sum_c (m_c / m_b) H_c V,
 
 the identity the data-parallel split (:mod:`hessian_powerlaw.distributed`) rests on too. The
-operator checks it on the loss values before it splits any batch.
+operator checks it on the loss and gradient of each batch before it first splits it.
 """
 
 from __future__ import annotations
@@ -223,6 +223,10 @@ def _split_xy(batch: Batch) -> tuple[Any, Any]:
     )
 
 
+class _VmapFailed(Exception):
+    """The vmapped product raised while the ``"auto"`` backend was still undecided."""
+
+
 class HessianOperator(OperatorBase):
     """The Hessian of a model's sample-weighted mean loss, as a linear operator.
 
@@ -251,18 +255,20 @@ class HessianOperator(OperatorBase):
             samples; the budget fixed at the first product); an int caps every pass at that
             many samples; ``None`` never splits. Splitting needs the per-batch loss to be a
             mean over samples: the first time a batch is split the operator compares its
-            loss with the size-weighted mean of its slices' losses (relative tolerance
-            ``sqrt(eps)``). When they differ (a summed, class-weighted or token-masked loss)
-            ``"auto"`` keeps batches whole and an int raises :class:`UserInputError`.
+            loss and gradient with the size-weighted means of its slices' losses and
+            gradients (relative tolerance ``sqrt(eps)``). When they differ (a summed,
+            class-weighted or token-masked loss, batch statistics) ``"auto"`` keeps batches
+            whole and an int raises :class:`UserInputError`.
 
     Floating-point input tensors are cast to ``dtype``; integer ones (labels, token ids) are
     only moved to ``device``. During products the model runs in eval mode; the mode of every
     module is restored afterwards.
 
     ``num_data_passes`` counts passes over all batches for any purpose (products, gradient,
-    loss); ``num_matvecs`` counts product columns. ``splits_batches`` is ``None`` until a
-    batch first needed splitting, then whether the loss allowed it; ``last_pass_samples``
-    lists the samples of each (micro-)batch the last product took.
+    loss; not the one-off checks and measurements for micro-batches); ``num_matvecs`` counts
+    product columns. ``splits_batches`` is ``None`` until a batch first needed splitting,
+    then whether the loss and the model allowed it; ``last_pass_samples`` lists the samples
+    of each (micro-)batch the last product took.
     """
 
     def __init__(
@@ -316,11 +322,12 @@ class HessianOperator(OperatorBase):
         self._fixed = self._fixed_tensors()
 
         # under torch.distributed: check that ranks agree, keep this rank's slice of each batch
-        batches = _normalize_batches(batches)
-        if distributed.world_size() > 1:
-            batches = list(batches)
-            self._check_rank_split(batches)
-        self.batches = distributed.shard_checked(batches, self._theta, dtype=str(dtype))
+        self.batches = distributed.shard_checked(
+            _normalize_batches(batches),
+            self._theta,
+            before_split=self._check_rank_split,
+            dtype=str(dtype),
+        )
         counts = [_batch_size(b) for b in self.batches]
         self._local_counts = counts
         total = self._all_reduce(torch.tensor(float(sum(counts)), dtype=torch.float64))
@@ -404,9 +411,7 @@ class HessianOperator(OperatorBase):
                 out = self._pass(V, "vmap")
                 self._active_backend = "vmap"
                 return out
-            except (UserInputError, distributed.DistributedError):
-                raise
-            except Exception:  # vmap cannot trace this model: use double backward from now on
+            except _VmapFailed:  # vmap cannot trace this model: use double backward from now on
                 self._active_backend = "autograd"
         return self._pass(V, self._active_backend)
 
@@ -422,10 +427,21 @@ class HessianOperator(OperatorBase):
                 size = _batch_size(batch)
                 for piece in self._micro_batches(index, batch, size, columns):
                     sizes.append(_batch_size(piece))
-                    acc.add_(hvp(V, piece), alpha=weight * sizes[-1] / size)
+                    acc.add_(self._hvp(hvp, V, piece), alpha=weight * sizes[-1] / size)
         self.last_pass_samples = sizes
         self.num_data_passes += 1
         return self._all_reduce(acc, identical=V)
+
+    def _hvp(self, hvp: Callable[[Tensor, Batch], Tensor], V: Tensor, batch: Batch) -> Tensor:
+        """``hvp(V, batch)``; while the backend is undecided, a vmap failure is marked as such."""
+        if self._active_backend is not None:
+            return hvp(V, batch)
+        try:
+            return hvp(V, batch)
+        except (UserInputError, distributed.DistributedError):
+            raise
+        except Exception as exc:
+            raise _VmapFailed from exc
 
     # ---------------------------------------------------------------- micro-batches
 
@@ -454,7 +470,7 @@ class HessianOperator(OperatorBase):
         return pieces
 
     def _auto_micro_batch(self, batch: Batch, size: int, columns: int) -> int:
-        if self._budget is None:  # fixed once, so every pass cuts the same slices
+        if self._budget is None:  # fixed once: products of as many columns cut the same slices
             self._budget = _product_budget(self.device)
         budget = self._budget
         try:
@@ -507,40 +523,64 @@ class HessianOperator(OperatorBase):
         return False
 
     def _split_mismatch(self, batch: Batch, pieces: list[Batch]) -> str | None:
-        """None when the batch's loss is the size-weighted mean of its pieces' losses
-        (relative tolerance ``sqrt(eps)``), else what differs. The model is in eval mode."""
+        """None when the batch's loss and gradient are the size-weighted means of its pieces'
+        losses and gradients, else what differs. The model is in eval mode.
+
+        Loss values alone can agree by accident (a class-weighted mean when the per-sample
+        losses are all about equal, e.g. at a zero-initialised head); the gradient, a vector
+        of n numbers, does not. Tolerance: ``sqrt(eps)`` relative to the size-weighted sum of
+        the pieces' magnitudes (the scale of the rounding errors).
+        """
         size = _batch_size(batch)
-        with torch.no_grad():
-            whole = float(self._loss_at(self._theta, batch))
-            try:
-                parts = sum(
-                    _batch_size(p) / size * float(self._loss_at(self._theta, p)) for p in pieces
-                )
-            except Exception as exc:  # e.g. batch statistics refuse a one-sample slice
-                return f"a slice fails: {type(exc).__name__}: {exc}"
-        tol = math.sqrt(torch.finfo(self.dtype).eps) * max(abs(whole), abs(parts), 1e-30)
-        if abs(whole - parts) <= tol:
-            return None
-        return f"whole batch {whole:.10g}, size-weighted mean of slices {parts:.10g}"
+        try:
+            whole_loss, whole_grad = self._batch_loss_and_gradient(batch)
+            parts = [(_batch_size(p) / size, *self._batch_loss_and_gradient(p)) for p in pieces]
+        except Exception as exc:  # e.g. batch statistics refuse a one-sample slice
+            return f"a slice fails: {type(exc).__name__}: {exc}"
+        loss = sum(w * value for w, value, _ in parts)
+        grad = sum(w * g for w, _, g in parts)
+        rtol = math.sqrt(torch.finfo(self.dtype).eps)
+        loss_scale = sum(w * abs(value) for w, value, _ in parts)
+        grad_scale = sum(w * float(torch.linalg.vector_norm(g)) for w, _, g in parts)
+        grad_diff = float(torch.linalg.vector_norm(grad - whole_grad))
+        if abs(loss - whole_loss) > rtol * max(loss_scale, abs(whole_loss), 1e-30):
+            return f"whole batch loss {whole_loss:.10g}, size-weighted mean of slices {loss:.10g}"
+        if grad_diff > rtol * max(grad_scale, 1e-30):
+            return (
+                "the size-weighted mean of the slices' gradients differs from the batch's "
+                f"by {grad_diff / max(grad_scale, 1e-30):.2g} relative"
+            )
+        return None
+
+    def _batch_loss_and_gradient(self, batch: Batch) -> tuple[float, Tensor]:
+        theta = self._theta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = self._loss_at(theta, batch)
+            (grad,) = torch.autograd.grad(loss, theta, allow_unused=True)
+        return float(loss), torch.zeros_like(theta) if grad is None else grad.detach()
 
     def _check_rank_split(self, batches: list[Batch]) -> None:
         """Under ``W`` ranks every batch is cut into ``W`` slices, one per rank: refuse a
-        loss that is not a mean over samples, checked on the first batch (identically on
-        every rank, since every rank passes the same batches)."""
+        loss that is not a mean over samples. Called by :func:`distributed.shard_checked`
+        once the ranks agree on the data, on every batch, so every rank reaches the same
+        verdict."""
         world = distributed.world_size()
         sizes = [batching.sample_count(b) for b in batches]
-        if not batches or any(size is None for size in sizes) or sizes[0] < 2:
+        if any(size is None for size in sizes):
             return  # whole batches are dealt round robin instead (distributed.shard)
-        first = batching.to_device(batches[0], self.device, self.dtype)
-        pieces = batching.split(first, sizes[0], world)
         with self._eval_mode():
-            why = self._split_mismatch(first, pieces)
-        if why is not None:
-            raise UserInputError(
-                f"{world} ranks share every Hessian batch, slice by slice, which needs the "
-                f"loss of a batch to be the mean of its samples' losses ({why}, first "
-                "batch); make the loss a mean over samples or run in one process"
-            )
+            for index, (batch, size) in enumerate(zip(batches, sizes)):
+                if size < 2:
+                    continue
+                batch = batching.to_device(batch, self.device, self.dtype)
+                why = self._split_mismatch(batch, batching.split(batch, size, world))
+                if why is not None:
+                    raise UserInputError(
+                        f"{world} ranks share every Hessian batch, slice by slice, which "
+                        "needs the loss of a batch to be the mean of its samples' losses "
+                        f"(batch {index}: {why}); make the loss a mean over samples or run "
+                        "in one process"
+                    )
 
     def _hvp_vmap(self, V: Tensor, batch: Batch) -> Tensor:
         """H_b V by vmap over forward-over-reverse: the primal pass is shared by all columns."""
@@ -695,7 +735,9 @@ def _product_budget(device: torch.device) -> float:
     """Bytes of activations times columns that one vmapped product pass may hold."""
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return ACCELERATOR_PRODUCT_FRACTION * free
+        # memory torch's caching allocator holds but does not use is free for our products
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return ACCELERATOR_PRODUCT_FRACTION * (free + cached)
     return float(CPU_PRODUCT_BYTES)
 
 
