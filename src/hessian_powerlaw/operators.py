@@ -557,7 +557,7 @@ class HessianOperator(OperatorBase):
         with torch.enable_grad():
             loss = self._loss_at(theta, batch)
             (grad,) = torch.autograd.grad(loss, theta, allow_unused=True)
-        return float(loss), torch.zeros_like(theta) if grad is None else grad.detach()
+        return float(loss.detach()), torch.zeros_like(theta) if grad is None else grad.detach()
 
     def _check_rank_split(self, batches: list[Batch]) -> None:
         """Under ``W`` ranks every batch is cut into ``W`` slices, one per rank: refuse a
