@@ -63,6 +63,8 @@ def test_checkpoints_json_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["--model", "lenet", "--data", "digits", "--label-noise", "2"], "label_noise"),
         (["--model", "lenet", "--data", "digits", "--optimizer", "foo"], "unknown optimizer"),
         (["--model", "lenet", "--data", "digits", "--threads", "0"], "--threads"),
+        (["--model", "lenet", "--data", "digits", "--seq-len", "16"], "text data only"),
+        (["--model", "chargpt:1x8", "--data", "shakespeare", "--seq-len", "0"], "seq_len"),
     ],
 )
 def test_user_errors_are_one_line(
@@ -81,3 +83,33 @@ def test_argument_errors(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         run_cli("--model", "lenet", "--data", "digits", "--out", str(tmp_path),
                 "--checkpoint-epochs", "1,x")  # fmt: skip
+
+
+def test_seq_len_travels_from_train_to_spectrum_and_track(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A chargpt's context is its training sequence length: train with --seq-len 16, then
+    spectrum needs the same --seq-len to load the checkpoint, and track reads it from the run."""
+    text = tmp_path / "caesar.txt"
+    text.write_text("Friends, Romans, countrymen, lend me your ears;\n" * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    data = ["--model", "chargpt:1x16", "--data", f"text:{text}"]
+    args = [*data, "--seq-len", "16", "--steps", "3", "--batch-size", "4", "--out", str(run)]
+    assert run_cli(*args, "--optimizer", "adamw", "--quiet") == 0
+    assert json.loads((run / "config.json").read_text())["seq_len"] == 16
+    capsys.readouterr()
+
+    out = tmp_path / "spectrum"
+    common = [*data, "--checkpoint", str(run / "final.pt"), "--params", "last", "--k", "5"]
+    common += ["--samples", "8", "--trace-matvecs", "0", "--no-density", "--quiet"]
+    assert main(["spectrum", *common, "--seq-len", "16", "--out", str(out)]) == 0
+    record = json.loads((out / "spectrum.json").read_text())
+    assert record["config"]["seq_len"] == 16 and len(record["spectrum"]["eigenvalues"]) == 5
+    capsys.readouterr()
+    # the default length (128) does not fit the 16-position embedding: one error line
+    assert main(["spectrum", *common, "--out", str(tmp_path / "wrong")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "--seq-len" in err
+
+    assert main(["track", str(run), "--k", "5", "--samples", "8", "--params", "last",
+                 "--trace-matvecs", "0", "--quiet"]) == 0  # fmt: skip

@@ -280,10 +280,12 @@ def test_text_specs_dispatch_to_the_text_module(monkeypatch: pytest.MonkeyPatch)
     fake = types.ModuleType("hessian_powerlaw.zoo.text")
     fake.load_text_data = lambda spec, **kw: calls.append((spec, kw)) or "bundle"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "hessian_powerlaw.zoo.text", fake)
-    assert load_data("text:/tmp/x.txt", seed=3, model_spec="chargpt:2x32") == "bundle"
-    assert calls == [("text:/tmp/x.txt", {"seed": 3, "model_spec": "chargpt:2x32"})]
+    assert load_data("text:/tmp/x.txt", seed=3, model_spec="chargpt:2x32", seq_len=7) == "bundle"
+    assert calls == [("text:/tmp/x.txt", {"seed": 3, "model_spec": "chargpt:2x32", "seq_len": 7})]
     with pytest.raises(UserInputError, match="image data only"):
         load_data("shakespeare", label_noise=0.1)
+    with pytest.raises(UserInputError, match="seq_len applies to text data only"):
+        load_data("digits", seq_len=16)
 
 
 @needs_fashion

@@ -481,6 +481,7 @@ def analyze_spec(
     checkpoint: str | Path | None = None,
     samples: int | None = None,
     batch_size: int | None = None,
+    seq_len: int | None = None,
     params: Any = None,
     k: int = 100,
     dtype: str | torch.dtype = "float64",
@@ -499,7 +500,8 @@ def analyze_spec(
 
     ``device``: where the products run (the model's evaluation stays on the CPU).
     ``samples``: Hessian samples (default :func:`default_num_samples`); ``batch_size``: how
-    they are split for the products (default: one batch). ``params="per-block"`` analyses
+    they are split for the products (default: one batch); ``seq_len``: tokens per sequence
+    of text data (as the model was trained with). ``params="per-block"`` analyses
     each parameter group separately. ``evaluate`` adds train/test loss and accuracy.
     """
     validate_options(k, tol, trace_matvecs, alpha)
@@ -507,7 +509,7 @@ def analyze_spec(
 
     start = time.perf_counter()
     # the model spec matters for text data: an hf:PATH model brings its own tokenizer
-    data = zoo.load_data(data_spec, seed=seed, model_spec=model_spec)
+    data = zoo.load_data(data_spec, seed=seed, model_spec=model_spec, seq_len=seq_len)
     checkpoint_str = None if checkpoint is None else str(checkpoint)
     model = load_model_state(model_spec, data, checkpoint_str, seed)
     num_samples = samples if samples is not None else default_num_samples(data)
@@ -528,7 +530,12 @@ def analyze_spec(
     )
     analyses = analyze_groups(model, data.loss, batches, params, **options)
     per_block = params == PER_BLOCK
-    config = {**options, "dtype": dtype_name(parse_dtype(dtype)), "batch_size": batch_size}
+    config = {
+        **options,
+        "dtype": dtype_name(parse_dtype(dtype)),
+        "batch_size": batch_size,
+        "seq_len": getattr(data, "seq_len", None),
+    }
     config.pop("progress")
     return ModelAnalysis(
         model=model_spec,

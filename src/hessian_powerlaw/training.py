@@ -111,6 +111,8 @@ class TrainConfig(ResultMixin):
     ``checkpoint_every`` saves every N steps, starting with step 0. ``eval_every=None``
     evaluates after every epoch; metrics are also written at step 0, at every checkpoint
     and at the end. ``eval_batches`` caps the batches of each evaluation (big text sets).
+    ``seq_len``: tokens per sequence of text data (``None``: 128, or an ``hf:PATH`` model's
+    shorter context); a chargpt model's context is this length.
     """
 
     model: str
@@ -121,6 +123,7 @@ class TrainConfig(ResultMixin):
     random_labels: bool = False
     gaussian_inputs: bool = False
     normalize: bool = True
+    seq_len: int | None = None
     optimizer: str = "sgd-momentum"
     lr: float | None = None
     weight_decay: float = 5e-4
@@ -164,6 +167,10 @@ class TrainConfig(ResultMixin):
         need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
         need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        need(
+            self.seq_len is None or self.seq_len >= 1,
+            f"seq_len must be >= 1 or None, got {self.seq_len}",
+        )
         need(
             self.schedule in SCHEDULES,
             f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
@@ -313,6 +320,7 @@ def load_config_data(config: TrainConfig, data_dir: str | None = None) -> Any:
         gaussian_inputs=config.gaussian_inputs,
         normalize=config.normalize,
         subset=config.subset,
+        seq_len=config.seq_len,
     )
 
 
@@ -761,7 +769,8 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike[str] | dict[str
         ]
         raise UserInputError(
             f"the weights in {where} do not fit the model ({'; '.join(p for p in parts if p)}); "
-            "check --model matches the checkpoint"
+            "check --model matches the checkpoint (and, for text data, --seq-len matches the "
+            "length it was trained with)"
         )
     model.load_state_dict(state)
 

@@ -42,3 +42,15 @@ def add_json(parser: argparse.ArgumentParser) -> None:
 def print_json(obj: Any) -> None:
     json.dump(to_jsonable(obj), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def add_seq_len(parser: argparse.ArgumentParser) -> None:
+    """``--seq-len`` for commands that load text data (train, spectrum, subspace)."""
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=None,
+        metavar="L",
+        help="text data: tokens per sequence, and chargpt's context; give the length the model "
+        "was trained with (default 128, or an hf:PATH model's shorter context)",
+    )

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
+from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, add_seq_len, print_json
 from hessian_powerlaw.errors import UserInputError
 
 EXAMPLES = """\
@@ -63,6 +63,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="digits, fashion-mnist[:N], mnist-idx:DIR, cifar10:DIR, shakespeare, text:FILE",
     )
+    add_seq_len(parser)
 
 
 def add_analysis_arguments(parser: argparse.ArgumentParser, default_k: int) -> None:
@@ -199,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         samples=args.samples,
         batch_size=args.batch_size,
+        seq_len=args.seq_len,
         params=parse_params(args.params),
         k=args.k,
         dtype=args.dtype,

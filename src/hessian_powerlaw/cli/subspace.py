@@ -95,7 +95,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
     if args.k < 1:
         raise UserInputError(f"--k must be >= 1, got {args.k}")
     dtype = parse_dtype(args.dtype)
-    data = zoo.load_data(args.data, seed=args.seed)
+    data = zoo.load_data(args.data, seed=args.seed, model_spec=args.model, seq_len=args.seq_len)
     model = load_model_state(args.model, data, args.checkpoint, args.seed)
     samples = args.samples
     if samples is None and args.splits == "halves":

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
+from hessian_powerlaw.cli._common import (
+    add_command,
+    add_json,
+    add_quiet,
+    add_seq_len,
+    print_json,
+)
 from hessian_powerlaw.errors import UserInputError
 
 HELP = "train a model on a dataset, with checkpoints, into a resumable run folder"
@@ -38,6 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=f"model spec: {MODEL_SPECS}")
     p.add_argument("--data", required=True, help=f"data spec: {DATA_SPECS}")
     p.add_argument("--data-dir", help="folder holding the dataset files (e.g. Fashion-MNIST)")
+    add_seq_len(p)
     p.add_argument("--out", required=True, help="run folder (created; resumed if it holds a run)")
     p.add_argument(
         "--optimizer",
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         data=args.data,
         data_dir=args.data_dir,
+        seq_len=args.seq_len,
         label_noise=args.label_noise,
         random_labels=args.random_labels,
         gaussian_inputs=args.gaussian_inputs,

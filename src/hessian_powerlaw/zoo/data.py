@@ -481,6 +481,7 @@ def load_data(
     gaussian_inputs: bool = False,
     normalize: bool = True,
     subset: int | None = None,
+    seq_len: int | None = None,
 ) -> Any:
     """Load the data bundle named by ``spec`` (see the module docstring for the specs).
 
@@ -489,7 +490,8 @@ def load_data(
     another class; ``random_labels`` permutes the labels; ``gaussian_inputs`` replaces all
     images (train and test) by N(0, 1) noise; ``normalize`` standardises each channel with
     training statistics. Text specs (``shakespeare``, ``text:FILE``) are handed to
-    :func:`hessian_powerlaw.zoo.text.load_text_data`.
+    :func:`hessian_powerlaw.zoo.text.load_text_data`; ``seq_len`` (tokens per sequence,
+    default 128 or an ``hf:PATH`` model's shorter context) applies to them only.
     """
     if not isinstance(spec, str) or not spec:
         raise UserInputError(f"data spec must be a non-empty string; valid specs: {DATA_SPECS}")
@@ -502,7 +504,9 @@ def load_data(
             )
         from hessian_powerlaw.zoo.text import load_text_data
 
-        return load_text_data(spec, seed=seed, model_spec=model_spec)
+        return load_text_data(spec, seed=seed, model_spec=model_spec, seq_len=seq_len)
+    if seq_len is not None:
+        raise UserInputError(f"seq_len applies to text data only, not to {spec!r}")
 
     name, folder, count = parse_image_spec(spec)
     if subset is not None and count is not None and subset != count:
