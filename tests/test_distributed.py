@@ -423,3 +423,41 @@ def test_spectrum_command_under_torchrun_equals_one_process(tmp_path: Path) -> N
     _assert_close(got["fit"]["beta"], want["fit"]["beta"], "fit.beta")
     _assert_close(got["fit"]["ks_distance"], want["fit"]["ks_distance"], "fit.ks_distance")
     _assert_close(got["trace"]["estimate"], want["trace"]["estimate"], "trace")
+
+
+@pytest.mark.slow
+def test_track_command_under_torchrun_equals_one_process(tmp_path: Path) -> None:
+    """``torchrun -m hessian_powerlaw track RUN`` shares every checkpoint's products between
+    the ranks and gives the single-process entries; only rank 0 prints and writes, and a
+    second call resumes from the finished checkpoints on both ranks."""
+    import shutil
+
+    from hessian_powerlaw.tracking import track_run
+    from hessian_powerlaw.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    config = TrainConfig(model="fcn:1x16", data="digits:200", epochs=2, batch_size=50,
+                         checkpoint_epochs=(0, 2), seed=0)  # fmt: skip
+    train(config, run)
+    single = tmp_path / "single"
+    shutil.copytree(run, single)
+    a = SPECTRUM_ARGS
+    options = ["--samples", str(a["samples"]), "--batch-size", "50", "--k", str(a["k"]),
+               "--tol", str(a["tol"]), "--trace-matvecs", str(a["trace_matvecs"]),
+               "--no-figures", "--quiet"]  # fmt: skip
+    proc, _ = _torchrun("-m", "hessian_powerlaw", "track", str(run), *options)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "does not split its work" not in proc.stderr  # both ranks took part
+    assert proc.stdout.count("wrote ") == 1 and proc.stdout.count("step 0:") == 1
+    got = json.loads((run / "track.json").read_text())
+    want = track_run(single, batch_size=50, figures=False, **a).to_dict()
+    assert [e["checkpoint"] for e in got["entries"]] == [e["checkpoint"] for e in want["entries"]]
+    assert len(got["entries"]) == 2 and got["complete"]
+    for g, w in zip(got["entries"], want["entries"]):
+        _assert_close(g["analysis"]["spectrum"]["eigenvalues"],
+                      w["analysis"]["spectrum"]["eigenvalues"], g["checkpoint"])  # fmt: skip
+        _assert_close(g["measures"]["trace"], w["measures"]["trace"], "trace")
+    # resuming: both ranks find both checkpoints done and agree on it
+    again, _ = _torchrun("-m", "hessian_powerlaw", "track", str(run), *options)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert json.loads((run / "track.json").read_text())["entries"] == got["entries"]

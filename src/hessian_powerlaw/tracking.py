@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin, to_jsonable
 from hessian_powerlaw.analysis import (
     analyze,
@@ -164,6 +165,10 @@ def track_run(
     (the run's own training data, label noise included). ``every`` analyses every N-th
     checkpoint (and always the last). Checkpoints already in ``track.json`` with the same
     settings are reused. ``on_entry`` is called with each newly finished entry.
+
+    Under ``torch.distributed`` (``torchrun ... track``) every rank takes part in every
+    Hessian product (:mod:`hessian_powerlaw.distributed`); the ranks check that they resume
+    from the same finished checkpoints, and only rank 0 writes ``track.json`` and figures.
     """
     from hessian_powerlaw.training import load_config_data, load_run, load_weights
     from hessian_powerlaw.zoo import build_model
@@ -191,6 +196,8 @@ def track_run(
                 "params": params}  # fmt: skip
     path = Path(run.path) / TRACK_FILE
     done = {e["checkpoint"]: e for e in _read_previous(path, settings)}
+    # every rank must skip the same checkpoints, or their products would pair up wrongly
+    distributed.check_consistent(resumed_checkpoints=",".join(sorted(done)))
     metrics = _metrics_by_step(run.metrics)
     entries: list[dict[str, Any]] = []
 
@@ -207,7 +214,8 @@ def track_run(
             versions=versions(),
             seconds=time.perf_counter() - start,
         )
-        atomic_write_json(path, result)
+        if distributed.is_primary():
+            atomic_write_json(path, result)
         return result
 
     for step, ckpt in chosen:
@@ -235,7 +243,7 @@ def track_run(
         if on_entry is not None:
             on_entry(entry)
     result = save(complete=True)
-    if figures:
+    if figures and distributed.is_primary():
         from hessian_powerlaw.report.outputs import write_track_figures
 
         write_track_figures(result.to_dict(), Path(run.path))

@@ -35,6 +35,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_json(parser)
     add_quiet(parser)
+    parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
     return parser
 
 
