@@ -141,6 +141,21 @@ def test_repeated_eigenvalues_within_a_block() -> None:
     assert np.allclose(spec.eigenvalues, [5.0, 5.0, 5.0, 4.0], rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_rank_deficient_hessian_gives_all_k_eigenvalues(block_size: int) -> None:
+    """A Hessian of rank 20 (e.g. softmax regression on images with constant pixels): the
+    Krylov space of the start block is exhausted after about 20 columns, where every
+    residual estimate is ~0. The solver must go on to k = 30 (ten zeros), not stop at 20."""
+    g = torch.Generator().manual_seed(0)
+    U, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
+    values = torch.zeros(60, dtype=torch.float64)
+    values[:20] = torch.logspace(0, -2, 20, dtype=torch.float64)
+    spec = top_eigenpairs(MatrixOperator(U @ torch.diag(values) @ U.T), k=30, block_size=block_size)
+    assert len(spec.eigenvalues) == 30 and spec.converged.all()
+    np.testing.assert_allclose(spec.eigenvalues[:20], values[:20].numpy(), rtol=1e-10)
+    assert np.abs(spec.eigenvalues[20:]).max() <= 1e-12
+
+
 def test_whole_space_and_users_own_operator() -> None:
     lam = np.linspace(-1.0, 2.0, 12)
 

@@ -200,7 +200,9 @@ class _BlockLanczos:
             scale = max(float(np.abs(theta).max()), 1e-300)
             estimates = self._estimated_residuals(S[:, wanted]) / scale
             bar.set_postfix(max_residual=f"{estimates.max():.2e}", refresh=False)
-            if estimates.max() <= self.tol:
+            # all k Ritz values must exist: after a breakdown (an invariant subspace, e.g. a
+            # rank-deficient H) the estimates of the fewer ones found so far are all ~0
+            if len(wanted) >= self.k and estimates.max() <= self.tol:
                 result = self._certify(theta, S, wanted, scale)
                 if result.residuals.max() <= self.tol:
                     return result
