@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -11,6 +12,7 @@ from scipy import stats
 
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.measures import (
+    EXACT_SPEARMAN_MAX_N,
     correlate,
     correlation_table,
     format_correlation_table,
@@ -120,3 +122,49 @@ def test_correlation_table_rows_and_formatting() -> None:
     assert len({len(line) for line in lines}) == 1  # aligned columns
     assert "lambda_max is constant" in lines[4] and "n/a" in lines[4]
     assert "| 1.000 " in lines[2]  # d_ks vs test_loss: spearman rho
+
+
+def _brute_force_spearman_p(x: list[float], y: list[float]) -> float:
+    """Two-sided permutation p-value of Spearman's rho, by pairing y with x in all n! orders."""
+    rho_obs = abs(stats.spearmanr(x, y).statistic)
+    perms = list(itertools.permutations(y))
+    hits = sum(abs(stats.spearmanr(x, perm).statistic) >= rho_obs - 1e-12 for perm in perms)
+    return hits / len(perms)
+
+
+def test_spearman_p_is_exact_for_four_anti_monotone_pairs() -> None:
+    # scipy's t approximation gives p = 0 here; only the two perfect orders reach |rho| = 1
+    c = correlate([1.0, 2.0, 3.0, 4.0], [0.9, 0.5, 0.3, 0.1])
+    assert c.spearman_rho == pytest.approx(-1.0, abs=1e-12)
+    assert c.spearman_p == pytest.approx(2 / 24, abs=1e-12)
+    assert c.kendall_p == pytest.approx(2 / 24, abs=1e-12)  # scipy's Kendall p is exact here
+
+
+def test_spearman_p_matches_a_brute_force_permutation_count() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=6).tolist(), rng.normal(size=6).tolist()
+    c = correlate(x, y)
+    assert c.spearman_p == pytest.approx(_brute_force_spearman_p(x, y), abs=1e-12)
+
+
+def test_spearman_p_is_scipys_beyond_the_exact_bound() -> None:
+    assert EXACT_SPEARMAN_MAX_N < 30
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=30)
+    y = 0.3 * x + rng.normal(size=30)
+    c = correlate(x, y)
+    assert c.spearman_p == pytest.approx(stats.spearmanr(x, y).pvalue, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x", "y"),
+    [
+        ([1.0, 1.0, 2.0, 3.0, 4.0], [5.0, 3.0, 4.0, 1.0, 2.0]),
+        ([1.0, 2.0, 2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 3.0, 5.0, 4.0]),
+        ([1.0, 1.0, 2.0, 2.0], [1.0, 2.0, 3.0, 4.0]),  # monotone, but ties: p = 1/3, not 2/24
+    ],
+)
+def test_spearman_p_with_ties_uses_average_ranks(x: list[float], y: list[float]) -> None:
+    c = correlate(x, y)
+    assert c.spearman_p is not None and 0.0 < c.spearman_p <= 1.0
+    assert c.spearman_p == pytest.approx(_brute_force_spearman_p(x, y), abs=1e-12)

@@ -9,12 +9,18 @@ each with its two-sided p-value for the null of no association:
 - Spearman :math:`\rho`: Pearson's r of the ranks, any monotone association;
 - Kendall :math:`\tau` (tau-b, handles ties): concordant minus discordant pairs over all pairs.
 
+With so few pairs an asymptotic p-value can badly overstate the evidence (for n = 4 and a
+perfect rank order, the t approximation behind :func:`scipy.stats.spearmanr` gives p = 0),
+so the Spearman p-value is exact, by enumerating all n! permutations, for
+n <= :data:`EXACT_SPEARMAN_MAX_N`; see :func:`correlate` for which p-values are exact.
+
 Non-finite pairs (a measure that failed on a checkpoint) are dropped and counted; with fewer
 than 3 finite pairs, or a constant series, the coefficients are ``None`` with the reason.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,6 +42,10 @@ __all__ = [
 
 #: Fewest finite pairs for which a correlation is reported.
 MIN_PAIRS = 3
+
+#: Largest number of pairs for which the Spearman p-value is the exact permutation p-value
+#: (all n! rank orders enumerated: 362,880 for n = 9); beyond it scipy's t approximation is used.
+EXACT_SPEARMAN_MAX_N = 9
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,46 @@ def _undefined(n: int, n_dropped: int, reason: str) -> Correlation:
     return Correlation(n, n_dropped, None, None, None, None, None, None, reason)
 
 
+@functools.lru_cache(maxsize=EXACT_SPEARMAN_MAX_N)
+def _permutations(n: int) -> np.ndarray:
+    """All ``n!`` permutations of ``range(n)``, one per row (read-only, cached).
+
+    Built by inserting ``k`` at each of the ``k + 1`` positions of every permutation of
+    ``range(k)``, so the whole table is made with array copies rather than a Python loop.
+    """
+    perms = np.zeros((1, 0), dtype=np.int8)
+    for k in range(n):
+        m = perms.shape[0]
+        grown = np.empty((m * (k + 1), k + 1), dtype=np.int8)
+        for pos in range(k + 1):
+            block = grown[pos * m : (pos + 1) * m]
+            block[:, :pos] = perms[:, :pos]
+            block[:, pos] = k
+            block[:, pos + 1 :] = perms[:, pos:]
+        perms = grown
+    perms.flags.writeable = False
+    return perms
+
+
+def _spearman_exact_p(xs: np.ndarray, ys: np.ndarray) -> float:
+    """Two-sided exact permutation p-value of Spearman's rho (``n <= EXACT_SPEARMAN_MAX_N``).
+
+    Under the null every pairing of the ranks of ``y`` with those of ``x`` is equally likely, so
+    the p-value is the fraction of the ``n!`` pairings whose ``|rho|`` is at least the observed
+    one. Ties keep their average ranks, and rho is computed on those ranks for every pairing
+    (the tie-corrected rho, as scipy reports). Twice a centred average rank is an integer, so
+    the numerators are exact; the tolerance only guards the final division.
+    """
+    n = xs.size
+    a = np.rint(2.0 * stats.rankdata(xs) - (n + 1)).astype(np.int64)  # 2 * (rank - mean rank)
+    b = np.rint(2.0 * stats.rankdata(ys) - (n + 1)).astype(np.int64)
+    scale = math.sqrt(float(a @ a) * float(b @ b))
+    rho_obs = float(a @ b) / scale
+    rho_perm = (b[_permutations(n)] @ a) / scale
+    count = int(np.count_nonzero(np.abs(rho_perm) >= abs(rho_obs) - 1e-12))
+    return count / rho_perm.size
+
+
 def correlate(
     x: Sequence[float | None],
     y: Sequence[float | None],
@@ -88,6 +138,18 @@ def correlate(
     Pairs where either value is NaN, infinite or None are dropped (``n_dropped``). Fewer
     than 3 finite pairs or a constant series give ``None`` coefficients and a ``reason``;
     ``labels`` name the series in that reason.
+
+    Which p-values are exact:
+
+    - Spearman: exact permutation p-value (all ``n!`` pairings of the ranks, ties at their
+      average ranks) for ``n <= EXACT_SPEARMAN_MAX_N``; above that, scipy's asymptotic
+      t approximation. The smallest exact p-value is ``2 / n!`` (1/12 for n = 4), never 0.
+    - Kendall: scipy's default (``method="auto"``) is exact when there are no ties in either
+      series and ``n <= 33``; with ties, or larger ``n``, it is the asymptotic normal
+      approximation (tie-corrected variance).
+    - Pearson: scipy's p-value is exact under its model (x and y bivariate normal), where
+      ``|r| = 1`` honestly gives p = 0; it is not a permutation p-value, so for data far from
+      normal, read it as approximate and prefer the rank correlations.
     """
     xs, ys = _as_series(x, labels[0]), _as_series(y, labels[1])
     if xs.shape != ys.shape:
@@ -113,7 +175,9 @@ def correlate(
         pearson_r=float(pearson.statistic),
         pearson_p=float(pearson.pvalue),
         spearman_rho=float(spearman.statistic),
-        spearman_p=float(spearman.pvalue),
+        spearman_p=(
+            _spearman_exact_p(xs, ys) if n <= EXACT_SPEARMAN_MAX_N else float(spearman.pvalue)
+        ),
         kendall_tau=float(kendall.statistic),
         kendall_p=float(kendall.pvalue),
     )
