@@ -133,3 +133,22 @@ def test_per_block_needs_blocks(tmp_path: Path, capsys: pytest.CaptureFixture) -
 def test_report_without_results(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _expect_user_error(capsys, ["report", str(tmp_path)], "no result files")
     _expect_user_error(capsys, ["report", str(tmp_path / "missing")], "does not exist")
+
+
+def test_unconverged_eigenpairs_are_flagged_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A budget too small for k: the summary says so, and the JSON keeps the mask."""
+    out = tmp_path / "out"
+    argv = [*SMALL, "--k", "20", "--max-matvecs", "24", "--trace-matvecs", "0", "--no-density"]
+    assert main(["spectrum", *argv, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "warning: " in text and "did not reach the residual tolerance 1e-06 within 24" in text
+    record = json.loads((out / "spectrum.json").read_text())
+    assert not all(record["spectrum"]["converged"]) and record["config"]["tol"] == 1e-6
+    out32 = tmp_path / "out32"
+    assert main(["spectrum", *SMALL, "--k", "5", "--dtype", "float32", "--trace-matvecs", "0",
+                 "--no-density", "--out", str(out32)]) == 0  # fmt: skip
+    record = json.loads((out32 / "spectrum.json").read_text())
+    assert record["config"]["tol"] == 1e-5 and all(record["spectrum"]["converged"])
+    assert "warning" not in capsys.readouterr().out

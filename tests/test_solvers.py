@@ -266,3 +266,12 @@ def test_slq_is_exact_with_full_length_runs() -> None:
     assert math.isclose((dens * grid).sum() * step, sd.mean, rel_tol=1e-9, abs_tol=1e-12)
     with pytest.raises(UserInputError, match="sigma"):
         broadened_density(sd, grid, sigma=0.0)
+
+
+def test_default_tolerance_follows_the_operator_dtype() -> None:
+    """float32 products stall at residuals of a few 1e-6, so float32 defaults to 1e-5."""
+    A = torch.diag(torch.linspace(1.0, 0.01, 50, dtype=torch.float64))
+    assert top_eigenpairs(MatrixOperator(A), k=3).tol == 1e-6
+    spec32 = top_eigenpairs(MatrixOperator(A.float()), k=3)
+    assert spec32.tol == 1e-5 and spec32.converged.all()
+    assert top_eigenpairs(MatrixOperator(A), k=3, tol=1e-9).tol == 1e-9

@@ -162,14 +162,14 @@ def check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def validate_options(k: int, tol: float, trace_matvecs: int, alpha: float) -> None:
+def validate_options(k: int, tol: float | None, trace_matvecs: int, alpha: float) -> None:
     check_int(k, "k")
     check_int(trace_matvecs, "trace_matvecs", minimum=0)
     if 0 < trace_matvecs < 6:
         raise UserInputError(
             f"trace_matvecs must be 0 (no trace) or >= 6 (Hutch++), got {trace_matvecs}"
         )
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise UserInputError(f"tol must be a number in (0, 1), e.g. 1e-6; got {tol!r}")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise UserInputError(
@@ -303,7 +303,7 @@ def analyze(
     params: Any = None,
     dtype: str | torch.dtype = torch.float64,
     device: str | torch.device | None = None,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     density: bool = False,
@@ -342,7 +342,7 @@ def analyze_operator(
     op: Any,
     *,
     k: int = 100,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     density: bool = False,
@@ -377,7 +377,7 @@ def analyze_operator(
     sld = estimate_density(op, density_probes, min(lanczos_steps, op.n), seed) if density else None
     config = {
         "k": k,
-        "tol": tol,
+        "tol": spectrum.tol,
         "max_matvecs": max_matvecs,
         "dtype": dtype_name(op.dtype),
         "trace_matvecs": trace_matvecs,
@@ -486,7 +486,7 @@ def analyze_spec(
     k: int = 100,
     dtype: str | torch.dtype = "float64",
     device: str | None = None,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     density: bool = True,
@@ -506,6 +506,7 @@ def analyze_spec(
     """
     validate_options(k, tol, trace_matvecs, alpha)
     from hessian_powerlaw import zoo
+    from hessian_powerlaw.solvers import default_tol
 
     start = time.perf_counter()
     # the model spec matters for text data: an hf:PATH model brings its own tokenizer
@@ -532,6 +533,7 @@ def analyze_spec(
     per_block = params == PER_BLOCK
     config = {
         **options,
+        "tol": tol if tol is not None else default_tol(parse_dtype(dtype)),
         "dtype": dtype_name(parse_dtype(dtype)),
         "batch_size": batch_size,
         "seq_len": getattr(data, "seq_len", None),

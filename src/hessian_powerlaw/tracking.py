@@ -149,7 +149,7 @@ def track_run(
     params: Any = None,
     dtype: str = "float64",
     device: str | None = None,
-    tol: float = 1e-6,
+    tol: float | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     alpha: float = 0.05,

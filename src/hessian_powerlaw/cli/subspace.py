@@ -89,6 +89,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         parse_dtype,
         versions,
     )
+    from hessian_powerlaw.solvers import default_tol
     from hessian_powerlaw.theory import subspace_stability
 
     start = time.perf_counter()
@@ -126,7 +127,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         "params": args.params,
         "dtype": args.dtype,
         "backend": args.backend,
-        "tol": args.tol,
+        "tol": args.tol if args.tol is not None else default_tol(dtype),
         "max_matvecs": args.max_matvecs,
         "trace_matvecs": args.trace_matvecs,
         "alpha": args.alpha,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 from typing import Any
 
 from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
-from hessian_powerlaw.cli.spectrum import add_analysis_arguments, parse_params
+from hessian_powerlaw.cli.spectrum import (
+    add_analysis_arguments,
+    parse_params,
+    unconverged_warning,
+)
 
 EXAMPLES = """\
   hessian-powerlaw train --model lenet --data digits --epochs 20 \\
@@ -48,6 +53,9 @@ def _print_entry(entry: dict[str, Any]) -> None:
         f"lambda_max = {m['lambda_max']:.4g}",
         flush=True,
     )
+    spec = entry["analysis"]["spectrum"]
+    if not all(spec["converged"]):
+        print("  " + unconverged_warning(SimpleNamespace(**spec)), flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
