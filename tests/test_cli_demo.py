@@ -62,3 +62,38 @@ def test_demo_unwritable_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert main(["demo", "--quick", "--quiet", "--out", str(blocker)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0]
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_interrupted_demo_leaves_no_new_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, existed: bool
+) -> None:
+    """Ctrl-C early in the demo: no new folder is left behind; one that existed stays."""
+    from hessian_powerlaw import training
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "load_config_data", interrupt)
+    out = tmp_path / "results" / "demo2"
+    if existed:
+        out.mkdir(parents=True)
+        (out / "old.txt").write_text("keep")
+    assert main(["demo", "--quick", "--quiet", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    if existed:
+        assert [p.name for p in out.iterdir()] == ["old.txt"]
+    else:
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_demo_leaves_no_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hessian_powerlaw import tracking, training
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(training, "train", fail)
+    with pytest.raises(RuntimeError, match="boom"):
+        tracking.run_demo(tmp_path / "demo", quick=True)
+    assert list(tmp_path.iterdir()) == []

@@ -75,6 +75,43 @@ def test_user_errors_are_one_line(
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "digits", "--checkpoint-epochs", "5", "--epochs", "1"], "checkpoint epoch 5"),
+        (["--data", "digits", "--seq-len", "16"], "text data only"),
+        (["--data", "shakespeare", "--gaussian-inputs"], "image data only"),
+    ],
+)
+def test_invalid_run_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """The run folder (and its missing parents) appears only after the config and the data
+    were checked: a mistake leaves nothing that `track` would mistake for a run."""
+    out = tmp_path / "runs" / "e8"
+    assert run_cli("--model", "fcn:1x16", *argv, "--out", str(out), "--quiet") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    # an existing folder stays as it was
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("keep")
+    assert run_cli("--model", "fcn:1x16", *argv, "--out", str(out), "--quiet") == 2
+    assert [q.name for q in out.iterdir()] == ["notes.txt"]
+
+
+def test_out_that_is_a_file_is_refused_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    argv = ["--model", "fcn:1x16", "--data", "digits", "--out", str(blocker / "r"), "--quiet"]
+    assert run_cli(*argv) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+    assert blocker.read_text() == "x"
+
+
 def test_argument_errors(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         run_cli("--model", "lenet", "--data", "digits", "--out", str(tmp_path), "--epochs", "2",

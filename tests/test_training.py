@@ -261,6 +261,86 @@ def test_weights_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         load_run(tmp_path)
 
 
+def test_checkpoints_that_are_not_state_dicts_give_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files that are not weights-only state dicts: one clear line each, loaded weights-only."""
+    net = build_model("fcn:1x16", load_data("digits"))
+    text = tmp_path / "ev.txt"
+    text.write_text("1.0\n2.0\n")
+    whole = tmp_path / "m.pt"
+    torch.save(net, whole)  # a pickled module, not tensors
+    damaged = tmp_path / "cut.pt"
+    torch.save(net.state_dict(), damaged)
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    cases = {
+        text: "checkpoint '{}' is not a PyTorch file saved with torch.save",
+        whole: "checkpoint '{}' holds a pickled object (",
+        damaged: "checkpoint '{}' is a damaged or truncated PyTorch file",
+        empty: "checkpoint '{}' is an empty file",
+    }
+    for path, message in cases.items():
+        with pytest.raises(UserInputError) as info:
+            load_weights(net, path)
+        text_of = str(info.value)
+        assert text_of.startswith(message.format(path)), text_of
+        assert "\n" not in text_of and "\x1b" not in text_of and len(text_of) < 400
+    assert "save model.state_dict() instead" in str(
+        pytest.raises(UserInputError, load_weights, net, whole).value
+    )
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(UserInputError, match="holds no model state dict.*it holds a list"):
+        load_weights(net, tmp_path / "list.pt")
+    torch.save({"epoch": 3}, tmp_path / "meta.pt")
+    with pytest.raises(UserInputError, match="under 'model' or 'state_dict'.*'epoch'"):
+        load_weights(net, tmp_path / "meta.pt")
+
+    # through the command line: the error line and nothing else
+    from hessian_powerlaw.cli import main
+
+    for path in (text, whole):
+        argv = ["spectrum", "--model", "fcn:1x16", "--data", "digits", "--checkpoint", str(path)]
+        assert main([*argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hessian-powerlaw: error: checkpoint") and err.count("\n") == 1
+        assert "\x1b" not in err and "weights_only" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_lightning_style_state_dict_is_accepted(tmp_path: Path) -> None:
+    """{'state_dict': ...} loads like {'model': ...}; a 'model.' prefix on every key is
+    stripped when the model's own keys do not all carry it."""
+    data = load_data("digits")
+    source = build_model("fcn:1x16", data)
+
+    class Wrapper(torch.nn.Module):  # a LightningModule holding the network as self.model
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+    expected = weights(source)
+    saved = {
+        "plain.pt": {"state_dict": source.state_dict(), "epoch": 3},
+        "lightning.pt": {"state_dict": Wrapper(source).state_dict(), "global_step": 7},
+    }
+    for name, payload in saved.items():
+        torch.save(payload, tmp_path / name)
+        torch.manual_seed(123)
+        target = build_model("fcn:1x16", data, seed=5)
+        load_weights(target, tmp_path / name)
+        got = target.state_dict()
+        assert all(torch.equal(got[k], expected[k]) for k in expected), name
+
+    # a model whose own keys all start with 'model.' keeps the checkpoint's keys as they are
+    wrapped = Wrapper(build_model("fcn:1x16", data, seed=5))
+    load_weights(wrapped, tmp_path / "lightning.pt")
+    assert all(torch.equal(wrapped.model.state_dict()[k], expected[k]) for k in expected)
+    with pytest.raises(UserInputError, match="missing model\\."):
+        load_weights(wrapped, tmp_path / "plain.pt")
+
+
 def test_label_noise_run_uses_noisy_labels(tmp_path: Path) -> None:
     cfg = TrainConfig(**SMALL, epochs=1, label_noise=0.4)
     _, data, _ = load_model(train(cfg, tmp_path / "run", progress=False).out)

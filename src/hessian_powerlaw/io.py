@@ -10,8 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
+import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,35 +85,119 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+# torch.save's legacy (non-zip) format starts with this pickled magic number
+_LEGACY_TORCH_MAGIC = b"\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+_UNSAFE_GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+) was not an allowed global")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Any:
     """Load a checkpoint with ``weights_only=True``: data never runs code.
 
-    Raises UserInputError naming the file when it is missing or not a safe checkpoint.
+    Raises UserInputError, one line naming the file, when it is missing, is not a file
+    written by ``torch.save``, is damaged, or holds pickled objects rather than tensors
+    (e.g. a whole model saved with ``torch.save(model)``).
     """
     import torch
 
     p = Path(path)
+    if p.is_dir():
+        raise UserInputError(f"checkpoint {str(p)!r} is a folder, not a checkpoint file")
     if not p.is_file():
         raise UserInputError(f"checkpoint {str(p)!r} does not exist")
+    if p.stat().st_size == 0:
+        raise UserInputError(f"checkpoint {str(p)!r} is an empty file")
+    if not _looks_like_torch_file(p):
+        raise UserInputError(f"checkpoint {str(p)!r} is not a PyTorch file saved with torch.save")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, unsafe globals
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():  # e.g. a truncated legacy-format file
+            raise UserInputError(
+                f"checkpoint {str(p)!r} is a damaged or truncated PyTorch file "
+                f"({_one_line(exc)}); save it again"
+            ) from None
+        found = _UNSAFE_GLOBAL_RE.search(str(exc))
+        what = f" ({found.group(1)})" if found else ""
         raise UserInputError(
-            f"cannot load checkpoint {str(p)!r} as weights-only data: {first}"
+            f"checkpoint {str(p)!r} holds a pickled object{what}, not tensors (it was saved "
+            "with torch.save(model)?); save model.state_dict() instead (hessian-powerlaw "
+            "loads checkpoints weights-only and never runs pickled code)"
+        ) from None
+    except Exception as exc:  # truncated or corrupted archives
+        raise UserInputError(
+            f"checkpoint {str(p)!r} is a damaged or truncated PyTorch file "
+            f"({_one_line(exc)}); save it again"
         ) from None
 
 
+def _looks_like_torch_file(p: Path) -> bool:
+    """Whether ``p`` starts like a torch.save file (a zip archive with data.pkl, or the
+    legacy pickle format); damaged archives count, so that torch.load says what is wrong."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(32)
+    except OSError as exc:
+        raise UserInputError(f"cannot read checkpoint {str(p)!r}: {exc.strerror}") from None
+    if head.startswith(b"\x80") and _LEGACY_TORCH_MAGIC in head[:16]:
+        return True
+    if not head.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        with zipfile.ZipFile(p) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return True
+    return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    """The first sentence of an exception's text, without ANSI codes, on one short line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    text = " ".join(text.split())
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)
+    text = text.split(". ")[0].rstrip(".") or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _new_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 @contextlib.contextmanager
-def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
+def staged_dir(
+    final: str | os.PathLike[str], *, remove_new_on_failure: bool = False
+) -> Iterator[Path]:
     """Write a set of outputs into a temporary folder; move them into ``final`` on success.
 
     On an exception (or Ctrl-C) the temporary folder is removed and ``final`` keeps what it
     had before: nothing half-written is left behind. Files already in ``final`` that the
-    block did not produce are left untouched.
+    block did not produce are left untouched. With ``remove_new_on_failure`` a failure also
+    removes ``final`` (and its parents) when this call created it and it is still empty, so
+    that no new folder is left behind; a folder that existed before always stays.
     """
+    created = _new_folders(Path(final))
     out = ensure_writable_dir(final)
-    tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except BaseException:
+        if remove_new_on_failure:
+            remove_empty_folders(created)
+        raise
     try:
         yield tmp
         for item in sorted(tmp.rglob("*")):
@@ -118,8 +205,29 @@ def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
                 dest = out / item.relative_to(tmp)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(item, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if remove_new_on_failure:
+            remove_empty_folders(created)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_target_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
+    """Check, creating nothing, that ``path`` is a writable folder or could be created.
+
+    The nearest existing ancestor must be a writable folder; UserInputError if not.
+    """
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserInputError(f"{what} {str(p)!r}: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserInputError(f"{what} {str(p)!r} is not writable; choose another --out")
+    return p
 
 
 def load_eigenvalues(path: str | os.PathLike[str]) -> np.ndarray:

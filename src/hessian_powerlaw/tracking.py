@@ -349,7 +349,8 @@ def run_demo(
 
     ``OUT`` receives ``demo.json``, ``demo.png`` (both rank plots with their fits), one rank
     plot per state, ``report.html`` and the training run folder ``run/``; everything appears
-    at once when the demo finishes (``io.staged_dir``), nothing if it fails.
+    at once when the demo finishes (``io.staged_dir``), nothing if it fails or is
+    interrupted: not even ``OUT`` itself when this call created it.
     """
     from hessian_powerlaw.io import staged_dir
     from hessian_powerlaw.report.html import write_report
@@ -359,7 +360,7 @@ def run_demo(
 
     chosen = settings or DEMO_PRESETS["quick" if quick else "default"]
     start = time.perf_counter()
-    with staged_dir(out) as stage:
+    with staged_dir(out, remove_new_on_failure=True) as stage:
         config = TrainConfig(
             model=chosen.model, data=chosen.data, epochs=chosen.epochs,
             batch_size=chosen.batch_size, seed=chosen.seed,

@@ -46,6 +46,7 @@ from hessian_powerlaw.io import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
+    check_target_dir,
     ensure_writable_dir,
     load_checkpoint,
 )
@@ -543,9 +544,11 @@ def train(
     config is a UserInputError. ``resume=False`` discards an earlier run in ``out``.
     ``data`` may pass an already loaded bundle for ``config`` (it must be the one
     :func:`load_config_data` gives). The global RNGs are seeded from ``config.seed``.
+    The run folder is created only once the configuration and the data have been checked:
+    a mistake (a bad spec, a checkpoint epoch after the end) leaves no folder behind.
     """
-    folder = ensure_writable_dir(out, "run folder")
-    stored = _read_config(folder)
+    folder = check_target_dir(out, "run folder")
+    stored = _read_config(folder) if folder.is_dir() else None
     if stored is not None and resume:
         _check_same_run(stored, config, folder)
 
@@ -559,6 +562,7 @@ def train(
     plan = _make_plan(config, data)
     state = _new_state(config, data, plan, device)
 
+    folder = ensure_writable_dir(folder, "run folder")
     if stored is None or not resume:  # a fresh start: leftovers must not be resumed from
         _clear_run(folder)
     atomic_write_json(folder / "config.json", config.to_dict())
@@ -746,14 +750,26 @@ def _checkpoint_path(path: Path) -> Path:
 
 
 def load_weights(model: nn.Module, checkpoint: str | os.PathLike[str] | dict[str, Any]) -> None:
-    """Load weights into ``model`` from a checkpoint file or dict (run checkpoints or bare
-    state dicts), weights-only; weights that do not fit are a UserInputError saying so."""
+    """Load weights into ``model`` from a checkpoint file or dict, weights-only.
+
+    Accepted: a bare state dict (every value a tensor), or a dict holding one under
+    ``"model"`` (this tool's run checkpoints) or ``"state_dict"`` (PyTorch Lightning's
+    convention). A ``"model."`` prefix is stripped from the keys only when every key of the
+    checkpoint has it and not every key of ``model`` does (a Lightning module that wraps the
+    network as ``self.model``); then the unstripped keys could not fit anyway. Weights that
+    do not fit are a UserInputError saying so.
+    """
     where = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {str(checkpoint)!r}"
     payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    state = payload.get("model", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserInputError(f"{where} holds no model state dict")
+    state = _state_dict_in(payload, where)
     own = model.state_dict()
+    prefix = "model."
+    if (
+        state
+        and all(k.startswith(prefix) for k in state)
+        and not all(k.startswith(prefix) for k in own)
+    ):
+        state = {k[len(prefix) :]: v for k, v in state.items()}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [
@@ -773,6 +789,30 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike[str] | dict[str
             "length it was trained with)"
         )
     model.load_state_dict(state)
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+    )
+
+
+def _state_dict_in(payload: Any, where: str) -> dict[str, torch.Tensor]:
+    """The model state dict in a loaded checkpoint: the payload itself, or the one under
+    ``"model"`` or ``"state_dict"``."""
+    if _is_state_dict(payload):
+        return payload
+    if isinstance(payload, dict):
+        for key in ("model", "state_dict"):
+            if _is_state_dict(payload.get(key)):
+                return payload[key]
+        found = f"; its keys are {_short([repr(k) for k in payload])}" if payload else ""
+    else:
+        found = f"; it holds a {type(payload).__name__}"
+    raise UserInputError(
+        f"{where} holds no model state dict (a dict of tensors, or one under 'model' or "
+        f"'state_dict'){found}"
+    )
 
 
 def _short(items: list[str], limit: int = 3) -> str:
