@@ -85,7 +85,7 @@ def test_subspace_json_on_stdout_and_seeds_split(
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--k", "0"], "--k must be >= 1"),
+        (["--k", "0"], "--k must be an integer >= 1, got 0"),
         (["--params", "per-block"], "per-block is not supported"),
         (["--splits", "seeds", "--samples", "100000"], "needs num_samples below"),
         (["--checkpoint", "/nonexistent/state.pt"], "does not exist"),

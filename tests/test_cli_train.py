@@ -64,7 +64,7 @@ def test_checkpoints_json_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["--model", "lenet", "--data", "digits", "--optimizer", "foo"], "unknown optimizer"),
         (["--model", "lenet", "--data", "digits", "--threads", "0"], "--threads"),
         (["--model", "lenet", "--data", "digits", "--seq-len", "16"], "text data only"),
-        (["--model", "chargpt:1x8", "--data", "shakespeare", "--seq-len", "0"], "seq_len"),
+        (["--model", "chargpt:1x8", "--data", "shakespeare", "--seq-len", "0"], "--seq-len"),
     ],
 )
 def test_user_errors_are_one_line(

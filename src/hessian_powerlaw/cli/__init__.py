@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from hessian_powerlaw import __version__
+from hessian_powerlaw.cli._common import check_counts
 from hessian_powerlaw.errors import UserInputError
 
 # sub-command modules, in the order ``--help`` lists them
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_counts(args)
         if {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= os.environ.keys():
             from hessian_powerlaw.distributed import run_cli  # under torchrun: one rank
 

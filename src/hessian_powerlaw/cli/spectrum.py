@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="weights to load (a run's ckpt-*.pt / final.pt, or a state_dict); "
         "without it the model is at random initialisation",
     )
-    add_analysis_arguments(parser, default_k=300)
+    add_analysis_arguments(parser, default_k=300, per_block=True)
     parser.add_argument(
         "--no-density", action="store_true", help="skip the spectral density (SLQ) estimate"
     )
@@ -61,21 +61,24 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="SPEC",
-        help="digits, fashion-mnist[:N], mnist-idx:DIR, cifar10:DIR, shakespeare, text:FILE",
+        help="digits[:N], fashion-mnist[:N], mnist-idx:DIR, cifar10:DIR, shakespeare, text:FILE",
     )
     add_seq_len(parser)
 
 
-def add_analysis_arguments(parser: argparse.ArgumentParser, default_k: int) -> None:
-    """Options shared by ``spectrum`` and ``track``: what Hessian, how many eigenvalues."""
+def add_analysis_arguments(
+    parser: argparse.ArgumentParser, default_k: int, per_block: bool = False
+) -> None:
+    """Options shared by ``spectrum``, ``track`` and ``subspace``: what Hessian, how many
+    eigenvalues. ``per_block``: the command accepts ``--params per-block``."""
     parser.add_argument("--k", type=int, default=default_k, help="number of top eigenvalues")
     parser.add_argument(
         "--params",
         default=None,
         metavar="P",
         help="parameters of the Hessian: None = all trainable; comma-separated name globs "
-        "('classifier.*'); 'last' (the last layer, as the paper does for LLMs); 'per-block' "
-        "(one spectrum per block)",
+        "('classifier.*'); 'last' (the last layer, as the paper does for LLMs)"
+        + ("; 'per-block' (one spectrum per repeated block)" if per_block else ""),
     )
     parser.add_argument(
         "--samples",

@@ -57,10 +57,13 @@ def find_blocks(model: nn.Module) -> tuple[str, list[nn.Module]]:
         if size > 0 and (best is None or (size, -depth) > (best[0], -best[1])):
             best = (size, depth, name, module)
     if best is None:
+        owners = [name for name, child in model.named_children() if _trainable_count(child)]
+        example = f"'{owners[0]}.*'" if owners else "'last'"
         raise UserInputError(
-            f"per-block parameter groups need a model with repeated blocks (an nn.ModuleList "
-            f"or nn.Sequential of identical layers); {type(model).__name__} has none. Select "
-            "parameters by name patterns instead, e.g. --params 'layer1.*'"
+            f"per-block parameter groups need a model with at least two repeated blocks (an "
+            f"nn.ModuleList or nn.Sequential of identical layers); {type(model).__name__} has "
+            f"none. Select parameters by name patterns instead, e.g. --params {example} (its "
+            f"modules: {', '.join(owners) or 'none with parameters'})"
         )
     return best[2], list(best[3].children())
 
