@@ -177,3 +177,20 @@ def test_zoo_model_and_batches_give_the_explicit_hessian(digits) -> None:
     assert op.n == H.shape[0] == 64 * 8 + 8 + 8 * 10 + 10
     HV = op.matmat(torch.eye(op.n, dtype=torch.float64))
     torch.testing.assert_close(HV, H, rtol=0, atol=1e-10 * float(H.abs().max()))
+
+
+def test_module_attr_factory_from_the_current_folder(
+    digits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A console script does not put the current folder on sys.path; `--model mine:net` with
+    mine.py next to the user must still work (as with python -m)."""
+    (tmp_path / "h3_cwd_models.py").write_text(
+        "from torch import nn\n\ndef net():\n    return nn.Linear(64, 10)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        assert isinstance(build_model("h3_cwd_models:net", digits), nn.Linear)
+        assert str(tmp_path) not in sys.path  # the search path is restored
+    finally:
+        sys.modules.pop("h3_cwd_models", None)

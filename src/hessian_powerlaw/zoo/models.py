@@ -30,6 +30,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -192,16 +194,29 @@ def _parse_width_multiplier(spec: str, arg: str) -> float:
 # ---------------------------------------------------------------------------------------
 
 
+def _import_from_cwd(module_name: str) -> Any:
+    """Import ``module_name`` with the current folder searched first, as ``python -m`` does
+    (an installed console script does not put it on ``sys.path``)."""
+    cwd = os.getcwd()
+    if cwd in sys.path or "" in sys.path:
+        return importlib.import_module(module_name)
+    sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(cwd)
+
+
 def _import_factory(spec: str) -> Callable[..., Any]:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise UserInputError(f"unknown model spec {spec!r}; valid specs: {MODEL_SPECS}")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_from_cwd(module_name)
     except ImportError as exc:
         raise UserInputError(
-            f"model spec {spec!r}: cannot import module {module_name!r} ({exc}); valid specs: "
-            f"{MODEL_SPECS}"
+            f"model spec {spec!r}: cannot import module {module_name!r} ({exc}) from the "
+            f"current folder or sys.path; valid specs: {MODEL_SPECS}"
         ) from None
     for part in attr.split("."):
         if not hasattr(obj, part):
