@@ -443,8 +443,9 @@ def write_report(directory: str | os.PathLike[str], *, title: str | None = None)
     if not results:
         names = ", ".join(RESULT_FILES)
         raise UserInputError(
-            f"no result files ({names}) under {str(root)!r}; run `hessian-powerlaw spectrum`, "
-            "`track` or `demo` with --out there first"
+            f"no result files ({names}) under {str(root)!r}; write some there first with "
+            "`hessian-powerlaw spectrum --out DIR` or `demo --out DIR`, or point report at a "
+            "run folder that `track RUN` has analysed"
         )
     if not os.access(root, os.W_OK | os.X_OK):
         raise UserInputError(f"cannot write report.html into {str(root)!r}: folder not writable")
