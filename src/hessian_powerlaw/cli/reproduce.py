@@ -145,5 +145,6 @@ def _print_summary(record: dict[str, Any]) -> None:
     print(f"== {record['experiment']} ({record['scale']} scale, {record['seconds']:.0f} s)")
     print(markdown_table(record["rows"], record["columns"]))
     print(f"Verdict: {record['verdict']}")
-    print(f"wrote {record['out']}/results.json, table.md and {len(record['figures'])} figures")
+    count = len(record["figures"])
+    print(f"wrote {record['out']}/results.json, table.md and {count} figure{'s' * (count != 1)}")
     print()

@@ -143,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     elif result.resumed_from_step is not None:
         resumed = f", resumed from step {result.resumed_from_step}"
     print(
-        f"{config.model} on {config.data}: {result.steps} steps ({result.epochs:g} epochs), "
+        f"{config.model} on {config.data}: {result.steps} steps ({result.epochs:.3g} "
+        f"epoch{'s' * (result.epochs != 1)}), "
         f"test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}, "
         f"train accuracy {m['train_accuracy']:.4f}, {result.seconds:.1f} s{resumed} "
         f"-> {result.out}"
