@@ -122,7 +122,7 @@ def _quick():  # type: ignore[no-untyped-def]
         (["reproduce", "nope", "--quick"], "unknown experiment 'nope'"),
         (["reproduce", "width", "--quick", "--scale", "paper"], "--quick and --scale paper"),
         (["reproduce", "width", "--quick", "--write-docs"], "--write-docs needs all"),
-        (["reproduce", "width", "--quick", "--threads", "0"], "--threads must be >= 1"),
+        (["reproduce", "width", "--quick", "--threads", "0"], "--threads must be an integer >= 1"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(
