@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scipy import integrate, stats
+from scipy import integrate, special, stats
 
 from hessian_powerlaw import powerlaw as pl
 from hessian_powerlaw.errors import UserInputError
@@ -428,6 +428,97 @@ def test_normalisers_match_direct_integration() -> None:
         )
         ours = pl._log_normaliser_halfline_gauss(eta1, eta2)
         assert ours == pytest.approx(math.log(direct), rel=1e-7, abs=1e-9)
+
+
+def test_truncated_power_law_normaliser_at_extreme_scales() -> None:
+    # Z = E_n(rate) for integer beta = n; a tail whose values differ in the last digits has
+    # beta ~ 1e7..1e14 and a spectrum spanning many decades rate ~ 1e-10 or less
+    for n, rate in [(1, 1e-250), (1, 1e-12), (0, 1e-5), (60, 1e-3), (10**6, 1.0), (10**9, 1e-3)]:
+        exact = math.log(special.expn(n, rate))
+        ours = pl._log_normaliser_truncated_power_law(float(n), rate)
+        assert ours == pytest.approx(exact, rel=1e-9, abs=1e-12), (n, rate)
+    # beyond scipy's expn: Z -> exp(-rate) / (beta - 1 + rate) as beta -> inf
+    ours = pl._log_normaliser_truncated_power_law(1e14, 5.0)
+    assert ours == pytest.approx(-5.0 - math.log(1e14 - 1.0 + 5.0), rel=1e-12)
+
+
+def _finite_numbers(result: object) -> list[float]:
+    """Every float in a result's dictionary, nested ones included."""
+
+    def walk(value: object) -> list[float]:
+        if isinstance(value, dict):
+            return [x for v in value.values() for x in walk(v)]
+        if isinstance(value, (list, tuple)):
+            return [x for v in value for x in walk(v)]
+        return [value] if isinstance(value, float) else []
+
+    return walk(result.to_dict())  # type: ignore[attr-defined]
+
+
+# Real Hessian spectra (a small character-level GPT) in which these once raised numpy's
+# "invalid value encountered in subtract": the truncated power law was only searched for
+# |beta| < 50, so a flat tail (s < 0.02: beta > 50) or a near-degenerate one gave Nelder-Mead
+# a simplex of infinities, and the test silently fell back to rate = 0.
+FLAT_OR_DEGENERATE_TAILS = {
+    "flat rank law (beta 53)": 5.0 * np.arange(1, 101, dtype=np.float64) ** -0.02,
+    # a cluster 1e-6 apart over values down to 1e-10 lambda_1: the Clauset cutoff keeps the cluster
+    "cluster and near-zero values": np.concatenate(
+        [2.5 * (1.0 + 1e-6 * np.arange(40)), 2.5 * np.array([1e-7, 1e-9, 1e-10])]
+    ),
+    # float32 eigenvalues a few ulps apart
+    "float32 cluster": (
+        np.float32(2.5) * (np.float32(1.0) + np.float32(1e-7) * np.arange(40, dtype=np.float32))
+    ).astype(np.float64),
+    "float64 ulps": 1.0 + np.arange(20) * np.finfo(np.float64).eps,
+}
+
+
+@pytest.mark.parametrize("values", FLAT_OR_DEGENERATE_TAILS.values(), ids=FLAT_OR_DEGENERATE_TAILS)
+@pytest.mark.parametrize("cutoff", ["kth", "clauset"])
+def test_flat_and_degenerate_tails_give_finite_results_without_warnings(
+    values: np.ndarray, cutoff: str
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning (numpy, scipy) fails the test
+        fit = fit_power_law(values, cutoff=cutoff)
+        compared = compare_alternatives(values, cutoff=cutoff)
+        boot = bootstrap_pvalue(values, n_boot=20, seed=0, cutoff=cutoff)
+        ranks = rank_regression(values, n_boot=50)
+    for result in (fit, compared, boot, ranks):
+        numbers = _finite_numbers(result)
+        assert numbers and all(math.isfinite(v) for v in numbers), result
+    for test in compared.tests:
+        assert 0.0 <= test.p_value <= 1.0
+    nested = compared["truncated_power_law"]
+    # the power law is the rate = 0 boundary: the alternative never fits worse
+    assert nested.loglik_ratio <= 1e-9 * len(values)
+    assert nested.parameters["rate"] >= 0.0
+
+
+def test_truncated_power_law_is_fitted_on_a_flat_tail() -> None:
+    # beta = 52.7 > 50, where the fit used to give up and report the power law (R = 0)
+    result = compare_alternatives(FLAT_OR_DEGENERATE_TAILS["flat rank law (beta 53)"])
+    nested = result["truncated_power_law"]
+    assert result.beta > 50.0
+    assert nested.parameters["rate"] > 0.0 and nested.loglik_ratio < -0.01
+
+
+def test_laws_indistinguishable_at_rounding_level_are_inconclusive() -> None:
+    # values 1 ulp apart: the power law and the exponential differ by rounding noise only,
+    # whose Vuong ratio is arbitrary; it must not decide (p = 1, as for identical laws)
+    result = compare_alternatives(FLAT_OR_DEGENERATE_TAILS["float64 ulps"])
+    for name in ("exponential", "stretched_exponential"):
+        assert result[name].p_value == 1.0 and result[name].preferred == "inconclusive"
+        assert result[name].normalized_ratio == 0.0
+
+
+def test_eigengaps_of_flat_and_degenerate_tails_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gaps = eigengap_fit(FLAT_OR_DEGENERATE_TAILS["flat rank law (beta 53)"])
+        assert all(math.isfinite(v) for v in _finite_numbers(gaps))
+        with pytest.raises(UserInputError, match="all equal"):  # equal gaps: said, not nan
+            eigengap_fit(FLAT_OR_DEGENERATE_TAILS["float64 ulps"])
 
 
 def test_power_law_data_beats_the_exponential_and_keeps_the_nested_test() -> None:
