@@ -156,17 +156,9 @@ def parse_params(text: str | None) -> Any:
 
 def check_output_folder(out: str | os.PathLike[str]) -> Path:
     """Fail before any computation when ``out`` cannot be created or written."""
-    path = Path(out)
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise UserInputError(f"--out {str(path)!r}: {str(probe)!r} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserInputError(f"--out {str(path)!r} is not writable; choose another folder")
-    return path
+    from hessian_powerlaw.io import check_target_dir
+
+    return check_target_dir(out, "--out")
 
 
 def unconverged_warning(spec: Any) -> str:
