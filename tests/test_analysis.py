@@ -154,6 +154,10 @@ def test_analyze_spec_from_zoo_and_checkpoint(tmp_path: Path) -> None:
     assert random_init.num_samples == 200 and random_init.checkpoint is None
     assert set(random_init.evaluation) == {"train", "test"}
     assert random_init.analysis.num_params == 64 * 8 + 8 + 8 * 10 + 10
+    # the one analysis's results read as analyze()'s do
+    assert random_init.fit is random_init.analysis.fit and random_init.fit is not None
+    assert random_init.measures is random_init.analysis.measures
+    np.testing.assert_array_equal(random_init.eigenvalues, random_init.analysis.eigenvalues)
 
     data = load_data("digits", seed=1)
     torch.save(build_model("fcn:1x8", data, seed=1).state_dict(), tmp_path / "w.pt")
@@ -205,6 +209,8 @@ def test_model_analysis_per_block_keeps_blocks(mlp) -> None:
     record = result.to_dict()
     assert "spectrum" not in record and set(record["blocks"]) == {"a", "b"}
     assert result.analyses == {"a": one, "b": one}
+    with pytest.raises(AttributeError, match=r"use \.blocks\[label\]\.fit \(labels: a, b\)"):
+        _ = result.fit
 
 
 def test_readme_python_api_example(capsys: pytest.CaptureFixture) -> None:

@@ -89,6 +89,13 @@ class Analysis(ResultMixin):
         return np.asarray(self.spectrum.eigenvalues)
 
 
+# what a ModelAnalysis hands through from its one Analysis (the spectrum.json top level)
+_ANALYSIS_FIELDS = frozenset(
+    {"spectrum", "fit", "fit_error", "bootstrap", "alternatives", "trace", "lambda_max",
+     "measures", "density", "num_params", "eigenvalues"}
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ModelAnalysis(ResultMixin):
     """What the ``spectrum`` command computes and writes as ``spectrum.json``.
@@ -128,6 +135,20 @@ class ModelAnalysis(ResultMixin):
         if self.analysis is not None:
             return {self.params: self.analysis}
         return dict(self.blocks)
+
+    def __getattr__(self, name: str) -> Any:
+        """``result.fit``, ``result.spectrum``, ... of the one analysis, as :func:`analyze`'s
+        result has them (``spectrum.json`` reads the same way); per-block results say where
+        to look instead."""
+        if name.startswith("_") or name not in _ANALYSIS_FIELDS:
+            raise AttributeError(name)
+        analysis = self.__dict__.get("analysis")
+        if analysis is None:
+            raise AttributeError(
+                f"a per-block result has no single {name!r}; use .blocks[label].{name} "
+                f"(labels: {', '.join(self.__dict__.get('blocks', {}))})"
+            )
+        return getattr(analysis, name)
 
 
 def versions() -> dict[str, str]:
