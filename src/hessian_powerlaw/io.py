@@ -220,9 +220,8 @@ def check_target_dir(path: str | os.PathLike[str], what: str = "output folder") 
     The nearest existing ancestor must be a writable folder; UserInputError if not.
     """
     p = Path(path)
-    probe = p
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    missing = _new_folders(p)
+    probe = missing[-1].parent if missing else p
     if probe.exists() and not probe.is_dir():
         raise UserInputError(f"{what} {str(p)!r}: {str(probe)!r} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):

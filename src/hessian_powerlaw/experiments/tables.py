@@ -15,7 +15,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hessian_powerlaw.experiments.paper import PAPER_ROWS, PaperRow
-from hessian_powerlaw.report.tables import format_value, summary_row
+from hessian_powerlaw.report.tables import (
+    SCALE_COLUMNS,
+    VERDICT_COLUMNS,
+    format_value,
+    summary_row,
+)
 
 # The paper's Hessian size and data, for naming what our run does differently.
 PAPER_K = 1000
@@ -27,12 +32,8 @@ DATA_NAMES = {
 
 MEASURE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("k", "k"),
-    ("s", "s"),
-    ("d_ks", "d_ks"),
-    ("d_c", "d_c"),
-    ("power_law", "power law?"),
-    ("lambda_max", "lambda_max"),
-    ("trace", "trace"),
+    *VERDICT_COLUMNS,
+    *SCALE_COLUMNS,
     ("test_accuracy", "test acc"),
     ("converged", "converged"),
 )
