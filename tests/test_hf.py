@@ -242,3 +242,95 @@ def test_cli_spectrum_last_layer_matches_explicit_hessian(
     exact = torch.linalg.eigvalsh(H).flip(0).numpy()
     got = np.array(record["spectrum"]["eigenvalues"])
     np.testing.assert_allclose(got, exact[:10], rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- code in a folder
+
+
+def _save_folder_with_code(folder: Path, sentinel: Path) -> None:
+    """A model folder whose config asks transformers to import its own ``evil.py``, which
+    writes ``sentinel`` when imported: the file appearing means the folder's code ran."""
+    folder.mkdir(parents=True)
+    config = {
+        "model_type": "evil-gpt",
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"},
+    }
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "evil.py").write_text(
+        f"from pathlib import Path\nPath({str(sentinel)!r}).write_text('ran')\n"
+        "from transformers import GPT2Config as EvilConfig, GPT2LMHeadModel as EvilModel\n",
+        encoding="utf-8",
+    )
+
+
+def test_folder_with_auto_map_is_refused_before_loading(tmp_path: Path) -> None:
+    sentinel = tmp_path / "code-ran.txt"
+    folder = tmp_path / "evil"
+    _save_folder_with_code(folder, sentinel)
+    with pytest.raises(UserInputError, match=r"refusing .*auto_map.*never runs code"):
+        load_hf_model(f"hf:{folder}")
+    with pytest.raises(UserInputError, match="auto_map"):
+        load_text_data("shakespeare", model_spec=f"hf:{folder}")
+    assert not sentinel.exists()
+    # an auto_map in the tokenizer's config is refused the same way
+    tok_folder = tmp_path / "evil-tokenizer"
+    _save_tiny_gpt2(tok_folder, 30)
+    (tok_folder / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": ["evil.Tok", None]}}), encoding="utf-8"
+    )
+    with pytest.raises(UserInputError, match=r"tokenizer_config.json asks to run Python code"):
+        load_text_data("shakespeare", model_spec=f"hf:{tok_folder}")
+
+
+def test_cli_never_prompts_and_never_runs_folder_code(tmp_path: Path) -> None:
+    """The issue's reproduction: 'y' on stdin used to let transformers run the folder's code."""
+    import os
+    import subprocess
+
+    sentinel = tmp_path / "code-ran.txt"
+    folder = tmp_path / "evil"
+    _save_folder_with_code(folder, sentinel)
+    argv = [sys.executable, "-m", "hessian_powerlaw", "spectrum", "--model", f"hf:{folder}"]
+    argv += ["--data", "shakespeare", "--k", "2", "--quiet", "--out", str(tmp_path / "out")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run(
+        argv, input="y\ny\n", capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 2
+    assert "[y/N]" not in done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "auto_map" in lines[0], done.stderr
+    assert not sentinel.exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_type_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "my-own-gpt"}))
+    with pytest.raises(UserInputError, match=r"model_type 'my-own-gpt'.*does not know"):
+        load_hf_model(f"hf:{tmp_path}")
+
+
+class _TouchOnLoad:
+    """Pickles to a call that creates a file: what a malicious pytorch_model.bin could hold."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+def test_pickled_weights_beyond_tensors_give_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "pickled"
+    _save_tiny_gpt2(folder, 30)
+    model = transformers.GPT2LMHeadModel.from_pretrained(str(folder))
+    for file in folder.glob("*.safetensors"):
+        file.unlink()
+    state = dict(model.state_dict())
+    sentinel = tmp_path / "unpickled.txt"
+    state["extra"] = _TouchOnLoad(sentinel)
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(UserInputError, match=r"refusing the weights .*pickled objects") as info:
+        load_hf_model(f"hf:{folder}")
+    assert "\n" not in str(info.value)
+    assert not sentinel.exists()

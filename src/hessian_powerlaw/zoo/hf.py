@@ -1,9 +1,14 @@
 """``hf:PATH``: Hugging Face causal language models and tokenizers from a local folder.
 
-Loading is offline (``local_files_only=True``) and never runs code shipped with a model
-(``trust_remote_code`` is never set). Attention is forced to the ``"eager"`` implementation:
-plain matmuls and a softmax, which autograd can differentiate twice. Fused kernels (SDPA,
-FlashAttention) may lack double backward, and a Hessian-vector product needs it.
+Loading is offline (``local_files_only=True``) and never runs code shipped with a model:
+``trust_remote_code=False`` is passed to every loader, and a folder that asks for its own code
+(an ``auto_map`` in ``config.json`` or ``tokenizer_config.json``, or a ``model_type`` that
+``transformers`` does not know) is refused before anything is loaded, so transformers never
+prompts. Weights load through safetensors or a weights-only ``torch.load``.
+
+Attention is forced to the ``"eager"`` implementation: plain matmuls and a softmax, which
+autograd can differentiate twice. Fused kernels (SDPA, FlashAttention) may lack double
+backward, and a Hessian-vector product needs it.
 
 ``transformers`` is an optional dependency (the ``[llm]`` extra); every entry point here
 raises one clear :class:`UserInputError` naming the extra when it is missing.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -62,7 +68,39 @@ def hf_folder(spec_or_path: str | Path) -> Path:
             f"folder {str(path)!r} is not a Hugging Face model: it has no config.json "
             "(save one with model.save_pretrained(DIR))"
         )
+    _refuse_custom_code(path)
     return path
+
+
+# files whose "auto_map" makes transformers import Python code from the folder
+_CODE_MAP_FILES = ("config.json", "tokenizer_config.json", "processor_config.json")
+
+
+def _read_json_object(file: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"cannot read {str(file)!r}: {_first_line(exc)}") from None
+    if not isinstance(value, dict):
+        raise UserInputError(f"{str(file)!r} is not a JSON object")
+    return value
+
+
+def _refuse_custom_code(path: Path) -> None:
+    """Refuse a folder that would make transformers import Python code shipped with it.
+
+    Such code runs with the user's rights the moment the model or tokenizer is built, and
+    transformers would otherwise ask on stdin whether to run it. We never do: a user who
+    trusts the code loads the model themselves and passes it as ``module:attr``.
+    """
+    for name in _CODE_MAP_FILES:
+        file = path / name
+        if file.is_file() and "auto_map" in _read_json_object(file):
+            raise UserInputError(
+                f"refusing {str(path)!r}: its {name} asks to run Python code shipped with the "
+                "model (auto_map), and hessian-powerlaw never runs code that comes with data; "
+                "if you trust that code, build the model yourself and pass it as module:attr"
+            )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -95,7 +133,9 @@ def load_tokenizer(spec_or_path: str | Path) -> Any:
             "save one there with tokenizer.save_pretrained(DIR)"
         )
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UserInputError(
             f"cannot load a tokenizer from {str(path)!r}: {_first_line(exc)}; save one there "
@@ -144,11 +184,7 @@ def _max_positions(config: Any) -> int | None:
 def context_length(spec_or_path: str | Path) -> int | None:
     """The model's maximum sequence length from its ``config.json`` (no transformers needed);
     None when the config does not say."""
-    path = hf_folder(spec_or_path)
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"cannot read {str(path / 'config.json')!r}: {exc}") from None
+    config = _read_json_object(hf_folder(spec_or_path) / "config.json")
     for key in _CONTEXT_KEYS:
         if isinstance(config.get(key), int):
             return int(config[key])
@@ -174,6 +210,22 @@ def _check_against_data(model: HFCausalLM, data: Any, path: Path) -> None:
         )
 
 
+def _check_model_type(path: Path, transformers: ModuleType) -> None:
+    """A ``model_type`` transformers does not know could only be built from shipped code."""
+    model_type = _read_json_object(path / "config.json").get("model_type")
+    if not isinstance(model_type, str):
+        raise UserInputError(
+            f"cannot load a causal language model from {str(path)!r}: its config.json names "
+            "no model_type (save the model with save_pretrained(DIR))"
+        )
+    if model_type not in transformers.models.auto.configuration_auto.CONFIG_MAPPING:
+        raise UserInputError(
+            f"refusing {str(path)!r}: its config.json has model_type {model_type!r}, which "
+            f"transformers {transformers.__version__} does not know; such a model needs code "
+            "shipped with it, which hessian-powerlaw never runs"
+        )
+
+
 def load_hf_model(spec_or_path: str | Path, data: Any = None) -> HFCausalLM:
     """Load ``AutoModelForCausalLM`` from a local folder with eager attention.
 
@@ -185,12 +237,24 @@ def load_hf_model(spec_or_path: str | Path, data: Any = None) -> HFCausalLM:
     """
     path = hf_folder(spec_or_path)
     transformers = require_transformers()
+    _check_model_type(path, transformers)
     try:
         with _quiet_transformers(transformers):
             hf_model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(path), local_files_only=True, attn_implementation="eager"
+                str(path),
+                local_files_only=True,
+                trust_remote_code=False,
+                attn_implementation="eager",
             )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except pickle.UnpicklingError:
+        # transformers loads *.bin weights with torch.load(weights_only=True): a pickle that
+        # holds more than tensors is refused there, and we say so in one line
+        raise UserInputError(
+            f"refusing the weights in {str(path)!r}: pytorch_model.bin holds pickled objects "
+            "beyond tensors, which could run code when loaded; save the model with "
+            "save_pretrained(DIR, safe_serialization=True) to write safetensors"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise UserInputError(
             f"cannot load a causal language model from {str(path)!r}: {_first_line(exc)}"
         ) from None
