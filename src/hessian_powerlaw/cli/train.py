@@ -43,7 +43,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = add_command(subparsers, "train", HELP, EXAMPLES, run)
     p.add_argument("--model", required=True, help=f"model spec: {MODEL_SPECS}")
     p.add_argument("--data", required=True, help=f"data spec: {DATA_SPECS}")
-    p.add_argument("--data-dir", help="folder holding the dataset files (e.g. Fashion-MNIST)")
+    p.add_argument(
+        "--data-dir", help="folder holding the dataset files (e.g. Fashion-MNIST or MNIST)"
+    )
     add_seq_len(p)
     p.add_argument("--out", required=True, help="run folder (created; resumed if it holds a run)")
     p.add_argument(
