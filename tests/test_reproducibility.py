@@ -122,6 +122,24 @@ def test_the_repeat_costs_one_column_once_and_is_not_counted(monkeypatch) -> Non
     assert op.num_matvecs == 8 and op.num_data_passes == 2
 
 
+def test_the_repeat_tolerance_allows_for_tf32_on_cuda() -> None:
+    """sqrt(eps) of the dtype, but float32 on CUDA with TF32 rounds at 2^-10, not 2^-23."""
+    model, criterion, batches = digits_mlp(n_samples=20)
+    op = HessianOperator(model, criterion, batches)
+    assert op.repeat_rtol() == pytest.approx(1.49e-8, rel=1e-2)
+    op.dtype = torch.float32
+    assert op.repeat_rtol() == pytest.approx(3.45e-4, rel=1e-2)
+    op.device = torch.device("cuda")  # the rule only; no product runs
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        assert op.repeat_rtol() == pytest.approx(2**-5)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        assert op.repeat_rtol() == pytest.approx(3.45e-4, rel=1e-2)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 # ------------------------------------------------------------------------------------------
 # item 3: randomness inside forward
 

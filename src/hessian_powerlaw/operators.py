@@ -364,8 +364,9 @@ class HessianOperator(OperatorBase):
         check_reproducible: repeat the first product on one column and raise
             :class:`UserInputError`, naming the likely cause (dropout or noise in forward,
             BatchNorm in train mode, a shuffling loader), when the two differ by more than
-            ``sqrt(eps)`` of the dtype relative to their norm (1.5e-8 in float64, 3.5e-4 in
-            float32; rounding differs by ~1e-14 and ~1e-6). It costs one column product,
+            :meth:`repeat_rtol` relative to their norm (1.5e-8 in float64, 3.5e-4 in
+            float32, 0.031 in float32 with CUDA's TF32; rounding differs by ~1e-14 and
+            ~1e-6 without TF32). It costs one column product,
             once, counted in neither ``num_matvecs`` nor ``num_data_passes``. Pass ``False``
             only for an operator that is random on purpose.
 
@@ -600,10 +601,25 @@ class HessianOperator(OperatorBase):
             second = self._pass(v, self._active_backend)
         finally:
             self.last_pass_samples, self.num_data_passes = samples, passes
-        rtol = math.sqrt(torch.finfo(self.dtype).eps)
+        rtol = self.repeat_rtol()
         diff = _relative_difference(first, second)
         if not diff <= rtol:
             raise self._not_reproducible_error(diff, rtol)
+
+    def repeat_rtol(self) -> float:
+        """The relative difference two products of the same vector may have: ``sqrt(eps)``.
+
+        ``eps`` is the dtype's (1.5e-8 in float64, 3.5e-4 in float32), except for float32 on
+        CUDA with TF32 allowed (``torch.backends.cudnn.allow_tf32``, on by default, or
+        ``torch.backends.cuda.matmul.allow_tf32``): TF32 keeps 10 mantissa bits, and a
+        product of one column may take other kernels than one of ``b`` columns, so there
+        ``eps = 2^-10`` and the tolerance is 0.031.
+        """
+        eps = torch.finfo(self.dtype).eps
+        tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+        if self.dtype == torch.float32 and self.device.type == "cuda" and tf32:
+            eps = 2.0**-10
+        return math.sqrt(eps)
 
     def _pass(self, V: Tensor, backend: str) -> Tensor:
         """One pass over the data: local weighted sum of per-batch HVPs, then all-reduce."""
@@ -832,13 +848,15 @@ class HessianOperator(OperatorBase):
     def check_deterministic(self, seed: int = 0, rtol: float | None = None) -> float:
         """Apply H twice to one random vector; raise if the two results differ.
 
-        Returns the relative difference ``||H v - H v'|| / ||H v||``. The tolerance defaults
-        to ``sqrt(eps)`` of the dtype (1.5e-8 in float64), far above summation-order noise.
-        The error names the likely cause: dropout, BatchNorm, a shuffling DataLoader, or a
-        loss that switches the model to train mode.
+        Returns the relative difference ``||H v - H v'|| / max(||H v||, ||H v'||)``. The
+        tolerance defaults to :meth:`repeat_rtol` (``sqrt(eps)``, 1.5e-8 in float64), far
+        above summation-order noise. The error names the likely cause: random numbers drawn
+        in forward, dropout, BatchNorm, a shuffling DataLoader, or a loss that switches the
+        model to train mode. (The first product of an operator is already checked this way
+        on one column unless ``check_reproducible=False``.)
         """
         if rtol is None:
-            rtol = math.sqrt(torch.finfo(self.dtype).eps)
+            rtol = self.repeat_rtol()
         gen = torch.Generator().manual_seed(seed)
         v = torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
         first = self.matvec(v)
