@@ -95,6 +95,31 @@ def test_dropped_values_are_a_warning_line(
     assert out.strip() == str(fit_power_law(VALUES))
 
 
+def test_fit_of_a_folder_says_it_is_a_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #18.7: a folder is not 'missing'; when it holds a spectrum.json, name that."""
+    assert main(["fit", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder, not a file" in err and "does not exist" not in err
+    write_formats(tmp_path)
+    assert main(["fit", str(tmp_path)]) == 2
+    assert f"e.g. '{tmp_path / 'spectrum.json'}'" in capsys.readouterr().err
+
+
+def test_compare_near_the_float_maximum(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #18.5: eigenvalues of 1e308 gave 'ValueError: math domain error'."""
+    path = tmp_path / "big.txt"
+    path.write_text("\n".join(map(repr, [1e308, 1e308, *np.linspace(1.0, 2.0, 50).tolist()])))
+    assert main(["fit", str(path), "--compare", "--json"]) == 0
+    tests = json.loads(capsys.readouterr().out)["alternatives"]["tests"]
+    assert len(tests) == 4 and all(np.isfinite(t["loglik_ratio"]) for t in tests)
+    path.write_text("\n".join(map(repr, [1e300, *np.logspace(-20, -10, 30).tolist()])))
+    assert main(["fit", str(path), "--compare"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "beyond floating point" in err
+
+
 BAD_FILES: list[tuple[str, bytes, str]] = [
     ("ev.txt", b"1.0\n2.0\n3,4\n", "line 3: expected one number per line, got '3,4'"),
     ("ev.csv", b"rank,value\n1,2.0\n", "line 2: expected one number per line, got '1,2.0'"),

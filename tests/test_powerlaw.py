@@ -179,6 +179,31 @@ def test_exponential_comparison_agrees_with_the_powerlaw_package() -> None:
     assert ours.normalized_ratio == pytest.approx(r_norm, rel=1e-2)
 
 
+def test_comparison_near_the_float_maximum_equals_the_scaled_down_one() -> None:
+    """Issue #18.5: two eigenvalues of 1e308 overflowed mean(y - 1) into a math domain error.
+    Every law is fitted to y = x / lambda_cut, so the comparison is scale-free: at 1e308 it
+    must equal the one on the same spectrum times 1e-300 (to rounding, 1e-9 relative)."""
+    big = np.array([1e308, 1e308, *np.linspace(1.0, 2.0, 50)])
+    small = big * 1e-300
+    ours, ref = compare_alternatives(big), compare_alternatives(small)
+    assert [t.alternative for t in ours.tests] == [t.alternative for t in ref.tests]
+    for a, b in zip(ours.tests, ref.tests):
+        assert math.isfinite(a.loglik_ratio) and math.isfinite(a.p_value)
+        assert a.loglik_ratio == pytest.approx(b.loglik_ratio, rel=1e-9, abs=1e-9), a.alternative
+        assert a.preferred == b.preferred
+    assert ours["exponential"].parameters["rate"] == pytest.approx(
+        ref["exponential"].parameters["rate"], rel=1e-12
+    )
+
+
+def test_comparison_beyond_the_float_range_is_refused_in_one_line() -> None:
+    """lambda_1 / lambda_cut above 1.8e308 cannot be represented: refused, not a traceback."""
+    x = np.array([1e300, *np.logspace(-20, -10, 30)])
+    with pytest.raises(UserInputError, match=r"more than 1\.8e308 times lambda_cut") as info:
+        compare_alternatives(x)
+    assert "\n" not in str(info.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # properties and input checks
 

@@ -19,12 +19,13 @@ import torch
 from matplotlib.figure import Figure
 
 from hessian_powerlaw.analysis import Analysis, ModelAnalysis, analyze_operator, versions
+from hessian_powerlaw.cli import main
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.io import atomic_write_json, load_eigenvalues
 from hessian_powerlaw.operators import MatrixOperator
 from hessian_powerlaw.powerlaw import fit_power_law
 from hessian_powerlaw.report import plots
-from hessian_powerlaw.report.html import write_report
+from hessian_powerlaw.report.html import SkippedResultWarning, write_report
 from hessian_powerlaw.report.outputs import write_spectrum_figures
 from hessian_powerlaw.report.tables import format_value, summary_row, text_table
 from hessian_powerlaw.tracking import TrackResult, correlations_of
@@ -274,9 +275,52 @@ def test_report_notes_unreadable_files(tmp_path: Path, analyses: dict[str, Analy
     (tmp_path / "bad" / "track.json").write_text("{ not json")
     (tmp_path / ".staging-x").mkdir()
     (tmp_path / ".staging-x" / "demo.json").write_text("{}")  # hidden: ignored
-    text = write_report(tmp_path).read_text()
+    with pytest.warns(SkippedResultWarning, match=r"skipped bad/track.json \(JSONDecodeError"):
+        text = write_report(tmp_path).read_text()
     assert "Could not read bad/track.json" in text
     assert "Demo" not in text
+
+
+DAMAGED: list[tuple[str, str, str]] = [
+    ("spectrum.json", "{ not json", "JSONDecodeError"),
+    ("spectrum.json", "[1, 2]", "not a JSON object but a JSON list"),
+    ("spectrum.json", "null", "not a JSON object but a JSON NoneType"),
+    ("spectrum.json", "{}", "no 'spectrum' or 'blocks' with eigenvalues"),
+    ("spectrum.json", '{"spectrum": {"k": 3}}', "no spectrum.eigenvalues"),
+    ("track.json", '{"kind": "track"}', "no 'entries' list"),
+    ("demo.json", '{"states": {"trained": {}}, "table": []}', "no spectrum.eigenvalues"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), DAMAGED)
+def test_report_of_only_damaged_files_is_an_error_naming_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture, name: str, content: str, reason: str
+) -> None:
+    """Issue #18.6: a folder whose only result is damaged gave exit 0 and an empty report."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / name).write_text(content)
+    with pytest.raises(UserInputError, match=f"no valid result file.*run/{name} .*{reason}"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+    assert main(["report", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and f"run/{name}" in err
+
+
+def test_report_names_each_skipped_file_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture, analyses: dict[str, Analysis]
+) -> None:
+    atomic_write_json(tmp_path / "ok" / "spectrum.json", model_result(analyses["power"]))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "spectrum.json").write_text('{"model": "x"')
+    (tmp_path / "bad" / "demo.json").write_text("[]")
+    assert main(["report", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip() == str(tmp_path / "report.html")
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("hessian-powerlaw: warning: ") for line in lines)
+    assert "skipped bad/demo.json (not a JSON object" in lines[0]
+    assert "skipped bad/spectrum.json (JSONDecodeError" in lines[1]
 
 
 def test_report_errors(tmp_path: Path) -> None:

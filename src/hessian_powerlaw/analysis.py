@@ -380,7 +380,10 @@ def analyze_operator(
     a ``HessianOperator``, a ``MatrixOperator`` or a user's own."""
     validate_options(k, tol, trace_matvecs, alpha)
     check_int(n_boot, "n_boot", minimum=0)
+    from hessian_powerlaw.operators import as_operator
     from hessian_powerlaw.solvers import top_eigenpairs
+
+    op = as_operator(op)
 
     if k > op.n:
         raise UserInputError(

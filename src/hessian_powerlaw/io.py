@@ -248,6 +248,13 @@ def load_eigenvalues(path: str | os.PathLike[str]) -> np.ndarray:
     import numpy as np
 
     p = Path(path)
+    if p.is_dir():
+        inside = [p / name for name in ("spectrum.json", "eigenvalues.npy") if (p / name).is_file()]
+        hint = f", e.g. {str(inside[0])!r}" if inside else ""
+        raise UserInputError(
+            f"eigenvalue file {str(p)!r} is a folder, not a file; pass a file of "
+            f"eigenvalues (.npy, .txt, .csv, .json) inside it{hint}"
+        )
     if not p.is_file():
         raise UserInputError(f"eigenvalue file {str(p)!r} does not exist")
     suffix = p.suffix.lower()

@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from hessian_powerlaw import batching, distributed
+from hessian_powerlaw import _reproducibility, batching, distributed
 from hessian_powerlaw.errors import UserInputError
 
-__all__ = ["HessianOperator", "MatrixOperator", "OperatorBase"]
+__all__ = ["HessianOperator", "MatrixOperator", "OperatorBase", "ScipyOperator", "as_operator"]
 
 _BACKENDS = ("auto", "vmap", "autograd")
 
@@ -183,6 +183,108 @@ class MatrixOperator(OperatorBase):
         return f"MatrixOperator(n={self.n}, dtype={self.dtype}, device={self.device})"
 
 
+class ScipyOperator(OperatorBase):
+    """A ``scipy.sparse.linalg.LinearOperator`` (or sparse matrix) as an operator, on the CPU.
+
+    Products go through numpy in float64 (float32 when the scipy operator is float32).
+    Symmetry is the caller's promise; :func:`as_operator` probes it once.
+    """
+
+    def __init__(self, A: Any) -> None:
+        super().__init__()
+        from scipy.sparse.linalg import aslinearoperator
+
+        self.linear_operator = aslinearoperator(A)
+        rows, cols = self.linear_operator.shape
+        if rows != cols:
+            raise UserInputError(f"a linear operator must be square, got shape {(rows, cols)}")
+        self.n = int(rows)
+        single = np.dtype(self.linear_operator.dtype) == np.float32
+        self.dtype = torch.float32 if single else torch.float64
+        self.device = torch.device("cpu")
+
+    def _apply(self, V: Tensor) -> Tensor:
+        out = np.asarray(self.linear_operator.matmat(V.numpy())).reshape(self.n, -1)
+        if np.iscomplexobj(out):
+            raise UserInputError("the linear operator returned complex values; pass a real one")
+        return torch.as_tensor(np.ascontiguousarray(out)).to(self.dtype)
+
+    def __repr__(self) -> str:
+        return f"ScipyOperator(n={self.n}, dtype={self.dtype})"
+
+
+_OPERATOR_HELP = (
+    "an operator is an object with n, dtype, device and matmat (n: its size; dtype: "
+    "torch.float64 or torch.float32; matmat(V: Tensor[n, b]) -> Tensor[n, b]), such as "
+    "HessianOperator or MatrixOperator; a symmetric matrix (numpy array, torch tensor, nested "
+    "list) or a scipy LinearOperator is wrapped into one"
+)
+
+
+def _is_operator(obj: Any) -> bool:
+    members = ("n", "dtype", "device")
+    return all(hasattr(obj, m) for m in members) and callable(getattr(obj, "matmat", None))
+
+
+def as_operator(obj: Any) -> Any:
+    """``obj`` as an operator for the solvers, as ``scipy.sparse.linalg.aslinearoperator``.
+
+    - an operator (``n``, ``dtype``, ``device``, ``matmat``) is returned as it is;
+    - a scipy ``LinearOperator`` or sparse matrix becomes a :class:`ScipyOperator`, after one
+      probe of its symmetry: ``|u^T A w - w^T A u|`` must be at most ``sqrt(eps)`` (1.5e-8
+      in float64) times ``||u|| (||A w|| + ||A u||)`` for two random vectors (2 products,
+      not counted in ``num_matvecs``);
+    - a torch tensor, numpy array or nested list becomes a :class:`MatrixOperator`, which
+      checks that it is square, finite and symmetric.
+
+    Anything else raises :class:`UserInputError` saying what an operator is.
+    """
+    if _is_operator(obj):
+        return obj
+    try:
+        from scipy import sparse
+        from scipy.sparse.linalg import LinearOperator
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        sparse = LinearOperator = None
+    if LinearOperator is not None and (isinstance(obj, LinearOperator) or sparse.issparse(obj)):
+        op = ScipyOperator(obj)
+        _check_symmetric_probe(op)
+        return op
+    if isinstance(obj, Tensor):
+        matrix: Any = obj
+    else:
+        try:
+            matrix = np.asarray(obj)
+        except (ValueError, TypeError):  # ragged nested lists
+            matrix = None
+        if matrix is None or matrix.dtype.kind not in "biuf":
+            raise UserInputError(
+                f"expected an operator, got {type(obj).__name__}; {_OPERATOR_HELP}"
+            )
+    if matrix.ndim != 2:
+        raise UserInputError(
+            f"expected an operator, got a {type(obj).__name__} of shape {tuple(matrix.shape)}; "
+            f"{_OPERATOR_HELP}"
+        )
+    return MatrixOperator(matrix)
+
+
+def _check_symmetric_probe(op: ScipyOperator) -> None:
+    gen = torch.Generator().manual_seed(0)
+    U = torch.randn(op.n, 2, generator=gen, dtype=torch.float64).to(op.dtype)
+    AU = op._apply(U)
+    u, w, Au, Aw = U[:, 0], U[:, 1], AU[:, 0], AU[:, 1]
+    asym = abs(float(u @ Aw - w @ Au))
+    scale = float(torch.linalg.vector_norm(u)) * float(
+        torch.linalg.vector_norm(Aw) + torch.linalg.vector_norm(Au)
+    )
+    if not asym <= math.sqrt(torch.finfo(op.dtype).eps) * scale:
+        raise UserInputError(
+            f"the solvers need a symmetric operator, but for random u, w the linear operator "
+            f"gives u^T A w - w^T A u = {asym:.3g} (scale {scale:.3g}); pass (A + A^T) / 2"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # HessianOperator
 # --------------------------------------------------------------------------------------------
@@ -259,6 +361,21 @@ class HessianOperator(OperatorBase):
             gradients (relative tolerance ``sqrt(eps)``). When they differ (a summed,
             class-weighted or token-masked loss, batch statistics) ``"auto"`` keeps batches
             whole and an int raises :class:`UserInputError`.
+        check_reproducible: repeat the first product on one column and raise
+            :class:`UserInputError`, naming the likely cause (dropout or noise in forward,
+            BatchNorm in train mode, a shuffling loader), when the two differ by more than
+            :meth:`repeat_rtol` relative to their norm (1.5e-8 in float64, 3.5e-4 in
+            float32, 0.031 in float32 with CUDA's TF32; rounding differs by ~1e-14 and
+            ~1e-6 without TF32). It costs one column product,
+            once, counted in neither ``num_matvecs`` nor ``num_data_passes``. Pass ``False``
+            only for an operator that is random on purpose.
+
+    Every product is checked for NaN and Inf; when it has any, the error says which is not
+    finite: the parameters, a batch's data, its loss, its gradient, or only the product.
+    For batches that are not a list (a DataLoader, any re-iterable) every pass over them is
+    compared with the first one, by its number of samples and a checksum of its data that
+    does not depend on the order of the samples: an iterable that is empty after one pass, a
+    sampler that draws a random subset or random transforms raise :class:`UserInputError`.
 
     Floating-point input tensors are cast to ``dtype``; integer ones (labels, token ids) are
     only moved to ``device``. During products the model runs in eval mode; the mode of every
@@ -281,6 +398,7 @@ class HessianOperator(OperatorBase):
         device: str | torch.device | None = None,
         backend: str = "auto",
         micro_batch_size: int | str | None = "auto",
+        check_reproducible: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -308,6 +426,8 @@ class HessianOperator(OperatorBase):
         self.num_data_passes = 0
         self._active_backend: str | None = None if backend == "auto" else backend
         self._train_mode_seen: list[str] = []
+        self.check_reproducible = bool(check_reproducible)
+        self._repeat_checked = False  # whether the first product has been repeated
 
         self.param_names = _select_params(model, params)
         named = dict(model.named_parameters())
@@ -327,8 +447,19 @@ class HessianOperator(OperatorBase):
             self._theta,
             before_split=self._check_rank_split,
             dtype=str(dtype),
+            check_reproducible=self.check_reproducible,
         )
-        counts = [_batch_size(b) for b in self.batches]
+        # a list gives the same batches every pass; anything else is summarised on this first
+        # pass and every later pass is compared with it (_iter_batches)
+        self._first_pass: _reproducibility.DataSummary | None = None
+        self._passes = 1
+        if not isinstance(self.batches, list):
+            self._first_pass = _reproducibility.DataSummary()
+        counts = []
+        for b in self.batches:
+            counts.append(_batch_size(b))
+            if self._first_pass is not None:
+                self._first_pass.add(b, counts[-1])
         self._local_counts = counts
         total = self._all_reduce(torch.tensor(float(sum(counts)), dtype=torch.float64))
         self.num_samples = int(round(float(total)))
@@ -386,10 +517,41 @@ class HessianOperator(OperatorBase):
         return out.reshape(())
 
     def _iter_batches(self) -> Iterator[tuple[float, Batch]]:
-        """(weight m_b / M, batch moved to device and dtype) for this process's batches."""
+        """(weight m_b / M, batch moved to device and dtype) for this process's batches.
+
+        A pass over a re-iterable that is not a list must hold the data of the first pass
+        (:class:`~hessian_powerlaw._reproducibility.DataSummary`); the check runs when the
+        pass ends, before its products are used.
+        """
+        summary = None if self._first_pass is None else _reproducibility.DataSummary()
         for batch in self.batches:
-            weight = _batch_size(batch) / self.num_samples
-            yield weight, batching.to_device(batch, self.device, self.dtype)
+            size = _batch_size(batch)
+            if summary is not None:
+                summary.add(batch, size)
+            yield size / self.num_samples, batching.to_device(batch, self.device, self.dtype)
+        if summary is not None and self._first_pass is not None:
+            self._passes += 1
+            self._check_same_data(summary, self._first_pass)
+
+    def _check_same_data(
+        self, summary: _reproducibility.DataSummary, first: _reproducibility.DataSummary
+    ) -> None:
+        differs = summary.difference(first)
+        if differs is None:
+            return
+        empty = summary.samples == 0
+        where = f"on pass {self._passes} over them"
+        first_pass = f"the first pass gave {first.samples} samples in {first.batches} batches"
+        if empty or summary.samples != first.samples:
+            seen = f"{summary.samples or 'no'} samples {where}, but {first_pass}"
+        else:
+            seen = f"different data {where} than on the first (the same {first.samples} samples)"
+        cause = _reproducibility.data_change_cause(self.batches, empty)
+        raise UserInputError(
+            f"the Hessian batches gave {seen}: {cause}. "
+            "The operator needs the same data on every pass: pass a list of batches (e.g. "
+            "list(loader)), or a DataLoader with shuffle=False and no random transforms"
+        )
 
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
@@ -399,13 +561,25 @@ class HessianOperator(OperatorBase):
             yield
         finally:
             # a callable loss may switch modules to train mode; remember it for diagnostics
-            self._train_mode_seen = [name for name, m in self.model.named_modules() if m.training]
+            self._train_mode_seen = [
+                name or type(m).__name__ for name, m in self.model.named_modules() if m.training
+            ]
             for m, mode in modes:
                 m.train(mode)
 
     # ---------------------------------------------------------------- products
 
     def _apply(self, V: Tensor) -> Tensor:
+        out = self._product(V)
+        # the reductions are over the all-reduced product: every rank raises alike
+        if not bool(torch.isfinite(out).all()):
+            raise self._not_finite_error()
+        if self.check_reproducible and not self._repeat_checked:
+            self._repeat_checked = True
+            self._check_repeat(V[:, :1], out[:, :1])
+        return out
+
+    def _product(self, V: Tensor) -> Tensor:
         if self._active_backend is None:
             try:
                 out = self._pass(V, "vmap")
@@ -414,6 +588,38 @@ class HessianOperator(OperatorBase):
             except _VmapFailed:  # vmap cannot trace this model: use double backward from now on
                 self._active_backend = "autograd"
         return self._pass(V, self._active_backend)
+
+    def _check_repeat(self, v: Tensor, first: Tensor) -> None:
+        """Apply H to ``v`` again and compare with ``first`` (see ``check_reproducible``).
+
+        The repeat is a one-off check: it counts in neither ``num_data_passes`` nor
+        ``num_matvecs`` and leaves ``last_pass_samples`` as the product left it.
+        """
+        assert self._active_backend is not None
+        samples, passes = self.last_pass_samples, self.num_data_passes
+        try:
+            second = self._pass(v, self._active_backend)
+        finally:
+            self.last_pass_samples, self.num_data_passes = samples, passes
+        rtol = self.repeat_rtol()
+        diff = _relative_difference(first, second)
+        if not diff <= rtol:
+            raise self._not_reproducible_error(diff, rtol)
+
+    def repeat_rtol(self) -> float:
+        """The relative difference two products of the same vector may have: ``sqrt(eps)``.
+
+        ``eps`` is the dtype's (1.5e-8 in float64, 3.5e-4 in float32), except for float32 on
+        CUDA with TF32 allowed (``torch.backends.cudnn.allow_tf32``, on by default, or
+        ``torch.backends.cuda.matmul.allow_tf32``): TF32 keeps 10 mantissa bits, and a
+        product of one column may take other kernels than one of ``b`` columns, so there
+        ``eps = 2^-10`` and the tolerance is 0.031.
+        """
+        eps = torch.finfo(self.dtype).eps
+        tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+        if self.dtype == torch.float32 and self.device.type == "cuda" and tf32:
+            eps = 2.0**-10
+        return math.sqrt(eps)
 
     def _pass(self, V: Tensor, backend: str) -> Tensor:
         """One pass over the data: local weighted sum of per-batch HVPs, then all-reduce."""
@@ -642,68 +848,95 @@ class HessianOperator(OperatorBase):
     def check_deterministic(self, seed: int = 0, rtol: float | None = None) -> float:
         """Apply H twice to one random vector; raise if the two results differ.
 
-        Returns the relative difference ``||H v - H v'|| / ||H v||``. The tolerance defaults
-        to ``sqrt(eps)`` of the dtype (1.5e-8 in float64), far above summation-order noise.
-        The error names the likely cause: dropout, BatchNorm, a shuffling DataLoader, or a
-        loss that switches the model to train mode.
+        Returns the relative difference ``||H v - H v'|| / max(||H v||, ||H v'||)``. The
+        tolerance defaults to :meth:`repeat_rtol` (``sqrt(eps)``, 1.5e-8 in float64), far
+        above summation-order noise. The error names the likely cause: random numbers drawn
+        in forward, dropout, BatchNorm, a shuffling DataLoader, or a loss that switches the
+        model to train mode. (The first product of an operator is already checked this way
+        on one column unless ``check_reproducible=False``.)
         """
         if rtol is None:
-            rtol = math.sqrt(torch.finfo(self.dtype).eps)
+            rtol = self.repeat_rtol()
         gen = torch.Generator().manual_seed(seed)
         v = torch.randn(self.n, generator=gen, dtype=torch.float64).to(self.device, self.dtype)
         first = self.matvec(v)
         second = self.matvec(v)
-        scale = float(torch.linalg.vector_norm(first))
-        diff = float(torch.linalg.vector_norm(first - second)) / max(scale, 1e-300)
-        if not math.isfinite(diff) or diff > rtol:
-            causes = self._nondeterminism_causes()
-            raise UserInputError(
-                f"Hessian-vector products are not reproducible (relative difference {diff:.3g} "
-                f"> {rtol:.3g}); likely cause: {'; '.join(causes)}"
-            )
+        diff = _relative_difference(first, second)
+        if not diff <= rtol:
+            raise self._not_reproducible_error(diff, rtol)
         return diff
 
+    def _not_reproducible_error(self, diff: float, rtol: float) -> UserInputError:
+        causes = self._nondeterminism_causes()
+        return UserInputError(
+            f"Hessian-vector products are not reproducible: the same product computed twice "
+            f"differs by {diff:.3g} relative (rounding stays below {rtol:.2g}), so every "
+            f"eigenvalue would be wrong; likely cause: {'; '.join(causes)}"
+        )
+
     def _nondeterminism_causes(self) -> list[str]:
-        causes: list[str] = []
-        dropout = [
-            name or type(m).__name__
-            for name, m in self.model.named_modules()
-            if isinstance(m, nn.modules.dropout._DropoutNd)
-        ]
-        if dropout:
-            causes.append(
-                f"dropout modules present ({_abbreviate(dropout)}) and active despite eval "
-                "mode; disable dropout (p=0) for the Hessian"
+        """The likely causes of irreproducible products, from one extra look at the loss:
+        evaluated twice on the first batch, does it draw random numbers, does it change?"""
+        draws_random = loss_varies = False
+        batch = next(iter(self.batches), None)
+        if batch is not None:
+            batch = batching.to_device(batch, self.device, self.dtype)
+            with self._eval_mode(), torch.no_grad():
+                before = _reproducibility.rng_snapshot(self.device)
+                try:
+                    first = self._loss_at(self._theta, batch)
+                    after = _reproducibility.rng_snapshot(self.device)
+                    second = self._loss_at(self._theta, batch)
+                except Exception:  # a diagnosis must not hide the error it explains
+                    after = before
+                else:
+                    # beyond rounding, as for the products (a GPU may sum in any order)
+                    gap = float((first - second).abs())
+                    loss_varies = not gap <= math.sqrt(torch.finfo(self.dtype).eps) * float(
+                        first.abs()
+                    )
+                draws_random = _reproducibility.rng_changed(before, after)
+        return _reproducibility.nondeterminism_causes(
+            self.model, self.batches, self._train_mode_seen, draws_random, loss_varies
+        )
+
+    def _not_finite_error(self) -> UserInputError:
+        """What made a product NaN or Inf, checked in order: the parameters and buffers, each
+        batch's data, its loss, its gradient; else the second derivatives themselves."""
+        bad = [name for name, t in self._unflatten(self._theta).items() if not _finite(t)]
+        bad += [name for name, t in self._fixed.items() if t.is_floating_point() and not _finite(t)]
+        if bad:
+            names = _abbreviate([name.removeprefix("model.") for name in bad])
+            return UserInputError(
+                f"the Hessian-vector product is not finite because the model's parameters or "
+                f"buffers are not finite ({names}); load weights from before training diverged"
             )
-        norms = [
-            name or type(m).__name__
-            for name, m in self.model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._NormBase)
-        ]
-        if norms:
-            causes.append(
-                f"BatchNorm modules ({_abbreviate(norms)}) in train mode use batch statistics; "
-                "keep them in eval mode"
-            )
-        if self._train_mode_seen:
-            causes.append(
-                "the loss switches modules to train mode "
-                f"({_abbreviate(self._train_mode_seen)}); do not call model.train() inside it"
-            )
-        sampler = getattr(self.batches, "sampler", None)
-        if sampler is not None and isinstance(sampler, torch.utils.data.RandomSampler):
-            causes.append("the DataLoader shuffles (shuffle=True); use shuffle=False")
-        elif getattr(self.batches, "dataset", None) is not None:
-            causes.append(
-                "the DataLoader may give different data each pass (random transforms, "
-                "drop_last with a random sampler); precompute a fixed list of batches"
-            )
-        if not causes:
-            causes.append(
-                "randomness in the forward pass or loss (e.g. functional dropout with "
-                "training=True, random augmentation); make the loss deterministic"
-            )
-        return causes
+        with self._eval_mode():
+            for index, (_, batch) in enumerate(self._iter_batches()):
+                if not all(_finite(t) for t in _float_tensors(batch)):
+                    return UserInputError(
+                        f"the Hessian-vector product is not finite because batch {index} holds "
+                        "NaN or Inf values; clean the data"
+                    )
+                loss, grad = self._batch_loss_and_gradient(batch)
+                if not math.isfinite(loss):
+                    return UserInputError(
+                        f"the loss is not finite ({loss}) on batch {index}, so neither are its "
+                        "Hessian-vector products; check the loss function (log of 0, division "
+                        "by 0) and the model's outputs on that batch"
+                    )
+                if not _finite(grad):
+                    return UserInputError(
+                        f"the gradient is not finite on batch {index} (the loss is {loss:.6g}), "
+                        "so neither are its Hessian-vector products; the loss is not "
+                        "differentiable at these weights (e.g. sqrt or abs at 0)"
+                    )
+        hint = "; try dtype=torch.float64" if self.dtype == torch.float32 else ""
+        return UserInputError(
+            "the Hessian-vector product is not finite, although the loss and gradient of every "
+            "batch are: the second derivatives overflow or are infinite at these weights (e.g. "
+            f"|w|^1.5 at 0){hint}"
+        )
 
     def __repr__(self) -> str:
         return (
@@ -715,6 +948,22 @@ class HessianOperator(OperatorBase):
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
+
+
+def _finite(t: Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def _float_tensors(batch: Batch) -> list[Tensor]:
+    leaves = _reproducibility.leaves(batch)
+    return [t for t in leaves if isinstance(t, Tensor) and t.is_floating_point()]
+
+
+def _relative_difference(a: Tensor, b: Tensor) -> float:
+    """``||a - b|| / max(||a||, ||b||)``, 0 for two zero vectors, NaN for non-finite ones."""
+    scale = max(float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b)))
+    diff = float(torch.linalg.vector_norm(a - b))
+    return diff / scale if scale > 0 else diff
 
 
 def _check_float_dtype(dtype: Any) -> None:

@@ -658,14 +658,19 @@ def _loglik_power_law(t: FloatArray) -> tuple[FloatArray, dict[str, float]]:
     return math.log(a) - (a + 1.0) * t, {"beta": 1.0 + a}
 
 
-def _loglik_exponential(em1: FloatArray) -> tuple[FloatArray, dict[str, float]]:
+def _loglik_exponential(t: FloatArray) -> tuple[FloatArray, dict[str, float]]:
     """``p(y) = r exp(-r (y - 1))``: closed-form MLE ``r = 1 / mean(y - 1)``.
 
-    Takes ``em1 = y - 1 = expm1(t)``, exact for a tail whose values differ in the last bits,
-    where ``exp(t) - 1`` keeps only a few significant digits.
+    Computed in log space from ``t = ln y``: ``ln(y - 1) = t + ln(-expm1(-t))`` (exact for a
+    tail whose values differ in the last bits, where ``exp(t) - 1`` keeps only a few
+    significant digits, and finite for any finite ``t``), ``ln mean(y - 1)`` by logsumexp,
+    and ``r (y - 1) = exp(ln(y - 1) - ln mean(y - 1)) <= k``: a tail of values near the
+    float maximum (1e308) overflows nowhere.
     """
-    rate = 1.0 / float(np.mean(em1))
-    return math.log(rate) - rate * em1, {"rate": rate}
+    with np.errstate(divide="ignore"):  # y = 1 at the cut: ln 0 = -inf, and exp(-inf) = 0
+        log_em1 = t + np.log(-np.expm1(-t))
+    log_mean = float(special.logsumexp(log_em1)) - math.log(t.size)
+    return -log_mean - np.exp(log_em1 - log_mean), {"rate": math.exp(-log_mean)}
 
 
 def _log_normaliser_halfline_gauss(eta1: float, eta2: float) -> float:
@@ -833,7 +838,8 @@ def _loglik_truncated_power_law(
     in the last digits (``beta`` ~1e5..1e14). If no positive rate beats the power law, the fit
     is the power law itself (``rate = 0``, the boundary of the nested test).
     """
-    st, se = float(np.mean(t)), float(np.mean(em1))
+    top = float(np.max(em1))  # the mean of values near 1e308 overflows unless scaled first
+    st, se = float(np.mean(t)), top * float(np.mean(em1 / top))
     a_pl = power_law_beta - 1.0
 
     def unpack(theta: FloatArray) -> tuple[float, float]:
@@ -937,12 +943,19 @@ def compare_alternatives(
     selection, _ = _top_positive_quiet(values, k)
     tail = selection[: fit.k]
     t = _log_ratios(tail)
-    em1 = np.expm1(t)  # y - 1, exact also for values a few ulps apart
+    with np.errstate(over="ignore"):
+        em1 = np.expm1(t)  # y - 1, exact also for values a few ulps apart
+    if not np.isfinite(em1).all():  # lambda_1 / lambda_cut > 1.8e308
+        raise UserInputError(
+            f"the top eigenvalue {tail[0]:.3g} is more than 1.8e308 times lambda_cut = "
+            f"{fit.lambda_cut:.3g}, beyond floating point for the alternative laws; compare a "
+            "tail that spans fewer decades (a smaller k)"
+        )
     shift = tail.size * math.log(fit.lambda_cut)  # log-densities of x = those of y - ln cut
 
     ll_pl, _ = _loglik_power_law(t)
     alternatives = [
-        ("exponential", *_loglik_exponential(em1), False),
+        ("exponential", *_loglik_exponential(t), False),
         ("lognormal", *_loglik_lognormal(t), False),
         ("stretched_exponential", *_loglik_stretched_exponential(t), False),
         ("truncated_power_law", *_loglik_truncated_power_law(t, em1, fit.beta), True),

@@ -65,5 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted{interrupted_note(args)}", file=sys.stderr)
         return 130
+
+
+def interrupted_note(args: argparse.Namespace) -> str:
+    """``"; rerunning ... resumes ..."`` for a sub-command that resumes where it stopped (it
+    sets ``resume_hint(args) -> str`` as a parser default), else ``""``."""
+    hint = getattr(args, "resume_hint", None)
+    text = hint(args) if callable(hint) else None
+    return f"; {text}" if text else ""

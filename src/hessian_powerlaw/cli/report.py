@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from typing import Any
 
 from hessian_powerlaw.cli._common import add_command
@@ -23,7 +25,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "directory", metavar="DIR",
-        help="folder searched for spectrum.json, track.json and demo.json",
+        help="folder searched for spectrum.json, track.json and demo.json; files that cannot "
+        "be read are named on stderr, and none readable is an error",
     )  # fmt: skip
     parser.add_argument("--title", default=None, help="page title; None = from DIR's name")
     return parser
@@ -32,5 +35,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.report.html import write_report
 
-    print(write_report(args.directory, title=args.title))
+    # every file left out is a warning (SkippedResultWarning), printed as one stderr line
+    # each; when none is valid write_report raises, and the CLI exits 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = write_report(args.directory, title=args.title)
+    for message in dict.fromkeys(str(w.message) for w in caught):  # once each, in order
+        print(f"hessian-powerlaw: warning: {message}", file=sys.stderr)
+    print(path)
     return 0

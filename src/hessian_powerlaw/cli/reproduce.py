@@ -76,7 +76,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_json(parser)
     add_quiet(parser)
+    parser.set_defaults(resume_hint=resume_hint)
     return parser
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """The runner keeps training runs (checkpointed) and each condition's analysis file."""
+    out = args.out or ("results" if args.name == "all" else f"results/{args.name}")
+    return (
+        "rerunning the same command resumes: the training runs (from their last checkpoint) "
+        f"and the analyses already finished under {out} are reused"
+    )
 
 
 def _scale_name(args: argparse.Namespace) -> str:

@@ -41,7 +41,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_json(parser)
     add_quiet(parser)
     parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
+    parser.set_defaults(resume_hint=resume_hint)
     return parser
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """``track.json`` is rewritten after every checkpoint and reused with the same settings."""
+    return (
+        "rerunning the same command resumes: the checkpoints already analysed in "
+        f"{args.run_dir}/track.json are kept"
+    )
 
 
 def _print_entry(entry: dict[str, Any]) -> None:

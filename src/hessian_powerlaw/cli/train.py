@@ -96,7 +96,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_quiet(p)
     add_json(p)
+    p.set_defaults(resume_hint=resume_hint)
     return p
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """What an interrupted ``train`` leaves: every checkpoint it finished (training.py)."""
+    where = f"the last checkpoint in {args.out} (from the start when there is none)"
+    if args.restart:
+        return f"rerun without --restart to resume from {where}"
+    return f"rerunning the same command resumes from {where}"
 
 
 def run(args: argparse.Namespace) -> int:

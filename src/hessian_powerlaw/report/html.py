@@ -14,6 +14,7 @@ import datetime as _dt
 import html
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,47 @@ def find_results(root: Path) -> list[ResultFile]:
             except (OSError, ValueError) as exc:
                 found.append(ResultFile(path, kind, None, f"{type(exc).__name__}: {exc}"))
                 continue
-            found.append(ResultFile(path, data.get("kind", kind), data))
+            if not isinstance(data, dict):
+                error = f"not a JSON object but a JSON {type(data).__name__}"
+                found.append(ResultFile(path, kind, None, error))
+                continue
+            kind_found = str(data.get("kind", kind))
+            error = _content_error(kind_found, data)
+            found.append(ResultFile(path, kind_found, None if error else data, error))
     return found
+
+
+def _eigenvalues_error(analysis: Any) -> str | None:
+    spectrum = analysis.get("spectrum") if isinstance(analysis, Mapping) else None
+    eigenvalues = spectrum.get("eigenvalues") if isinstance(spectrum, Mapping) else None
+    return None if isinstance(eigenvalues, list) else "an analysis has no spectrum.eigenvalues"
+
+
+def _content_error(kind: str, data: Mapping[str, Any]) -> str | None:
+    """None when ``data`` has what its section needs, else what is missing (a file cut short,
+    edited, or written by another tool under the same name)."""
+    if kind == "track":
+        entries = data.get("entries")
+        if not isinstance(entries, list) or not entries:
+            return "no 'entries' list of analysed checkpoints"
+        analyses = [e.get("analysis") if isinstance(e, Mapping) else None for e in entries]
+    elif kind == "demo":
+        states = data.get("states")
+        if not isinstance(states, Mapping) or not states or not isinstance(data.get("table"), list):
+            return "no 'states' and 'table' of a demo"
+        analyses = [s.get("analysis") if isinstance(s, Mapping) else None for s in states.values()]
+    else:
+        try:
+            analyses = list(spectrum_analyses(data).values())
+        except (AttributeError, TypeError, ValueError):
+            analyses = []
+        if not analyses:
+            return "no 'spectrum' or 'blocks' with eigenvalues"
+    return next((e for e in map(_eigenvalues_error, analyses) if e is not None), None)
+
+
+class SkippedResultWarning(UserWarning):
+    """A result file under the report folder could not be read or rendered and was left out."""
 
 
 def _img(fig: Figure, alt: str, caption: str) -> str:
@@ -404,16 +444,30 @@ _RENDERERS: dict[str, Callable[[ResultFile, Path], str]] = {
 
 
 def render_report(root: Path, results: list[ResultFile], title: str | None = None) -> str:
-    """The whole page as a string (no file written)."""
-    sections = []
+    """The whole page as a string (no file written); unreadable files get a note."""
+    return _page(root, _render_sections(root, results)[0], len(results), title)
+
+
+def _render_sections(root: Path, results: list[ResultFile]) -> tuple[list[str], list[ResultFile]]:
+    """The sections of the page (a note for each file left out) and the files left out."""
+    sections: list[str] = []
+    skipped: list[ResultFile] = []
     for result in results:
-        if result.data is None:
-            sections.append(
-                f'<p class="note">Could not read {html.escape(str(result.path.relative_to(root)))}'
-                f": {html.escape(str(result.error))}</p>"
-            )
-            continue
-        sections.append(_RENDERERS.get(result.kind, render_spectrum)(result, root))
+        if result.data is not None:
+            try:
+                sections.append(_RENDERERS.get(result.kind, render_spectrum)(result, root))
+                continue
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+                result = ResultFile(result.path, result.kind, None, f"{type(exc).__name__}: {exc}")
+        skipped.append(result)
+        sections.append(
+            f'<p class="note">Could not read {html.escape(str(result.path.relative_to(root)))}'
+            f": {html.escape(str(result.error))}</p>"
+        )
+    return sections, skipped
+
+
+def _page(root: Path, sections: list[str], num_files: int, title: str | None) -> str:
     from hessian_powerlaw import __version__
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -425,7 +479,7 @@ def render_report(root: Path, results: list[ResultFile], title: str | None = Non
         f"<title>{html.escape(heading)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{html.escape(heading)}</h1>"
         f'<p class="meta">hessian-powerlaw {html.escape(__version__)} &middot; {stamp} &middot; '
-        f"{len(results)} result file(s). The power law lambda_k ~ k^-s is tested as in Tang et "
+        f"{num_files} result file(s). The power law lambda_k ~ k^-s is tested as in Tang et "
         "al. (ICML 2025): maximum-likelihood exponent, KS distance d_ks against the critical "
         "value d_c.</p>" + "\n".join(sections) + "</body></html>\n"
     )
@@ -434,7 +488,9 @@ def render_report(root: Path, results: list[ResultFile], title: str | None = Non
 def write_report(directory: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Build ``DIR/report.html`` from every result file under ``DIR``; return its path.
 
-    Raises UserInputError when ``DIR`` is not a folder or holds no result file.
+    Raises UserInputError when ``DIR`` is not a folder or holds no valid result file. A file
+    that cannot be read or rendered (not JSON, cut short, missing the fields of its kind) gets
+    a note in the page and a :class:`SkippedResultWarning` naming it and why.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -449,4 +505,15 @@ def write_report(directory: str | os.PathLike[str], *, title: str | None = None)
         )
     if not os.access(root, os.W_OK | os.X_OK):
         raise UserInputError(f"cannot write report.html into {str(root)!r}: folder not writable")
-    return atomic_write_text(root / "report.html", render_report(root, results, title))
+    sections, skipped = _render_sections(root, results)
+    # one line each, whatever the parser's message held
+    reasons = [f"{r.path.relative_to(root)} ({' '.join(str(r.error).split())})" for r in skipped]
+    if len(skipped) == len(results):
+        raise UserInputError(
+            f"no valid result file under {str(root)!r}, so no report: {'; '.join(reasons)}; "
+            "rerun the command that wrote it"
+        )
+    for reason in reasons:
+        warnings.warn(f"report: skipped {reason}", SkippedResultWarning, stacklevel=2)
+    page = _page(root, sections, len(results), title)
+    return atomic_write_text(root / "report.html", page)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.solvers._spectrum import Spectrum
 
 __all__ = ["DENSE_MAX_N", "dense_eigenpairs", "dense_matrix"]
@@ -24,6 +25,7 @@ def dense_matrix(op: Any, block_size: int = 64, max_n: int = DENSE_MAX_N) -> tor
     The result is symmetrized, ``(H + H^T) / 2``, which removes the rounding asymmetry of
     Hessian-vector products without changing the exact matrix.
     """
+    op = as_operator(op)
     n = int(op.n)
     if n > max_n:
         raise UserInputError(
@@ -50,6 +52,7 @@ def dense_eigenpairs(
     in float64. Refuses ``n > max_n`` (default 20,000) with a clear message.
     Residuals ``||H v - lambda v|| / |lambda_1|`` are computed against the built matrix.
     """
+    op = as_operator(op)
     start = time.perf_counter()
     matvecs_before = int(getattr(op, "num_matvecs", 0))
     passes_before = getattr(op, "num_data_passes", None)

@@ -24,6 +24,7 @@ import torch
 from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.solvers.trace import rademacher
 
 __all__ = ["SpectralDensity", "broadened_density", "spectral_density"]
@@ -77,6 +78,7 @@ def spectral_density(
     ``matmat`` calls of ``num_probes`` columns. Memory: ``n * num_probes * lanczos_steps``
     numbers for the Lanczos vectors (full reorthogonalization).
     """
+    op = as_operator(op)
     n = int(op.n)
     if not isinstance(num_probes, int) or num_probes < 1:
         raise UserInputError(f"num_probes must be a positive integer, got {num_probes!r}")

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from hessian_powerlaw import distributed
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.progress import progress_bar
 from hessian_powerlaw.solvers._spectrum import Spectrum
 
@@ -94,6 +95,7 @@ def top_eigenpairs(
         ``Spectrum`` with eigenvalues in descending order. The basis has the operator's dtype
         (float32 allowed); the projected problem is solved in float64.
     """
+    op = as_operator(op)  # a matrix or scipy LinearOperator is wrapped; else: what an op is
     n = int(op.n)
     if tol is None:
         tol = default_tol(op.dtype)

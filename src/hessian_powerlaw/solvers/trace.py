@@ -24,6 +24,7 @@ from torch import Tensor
 from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.operators import as_operator
 
 __all__ = ["TraceEstimate", "hutchinson_trace"]
 
@@ -60,6 +61,7 @@ def hutchinson_trace(
         seed: seed of the random probes.
         block_size: columns per ``matmat`` call (memory vs. batching).
     """
+    op = as_operator(op)
     if method not in _METHODS:
         raise UserInputError(f"method must be one of {_METHODS}, got {method!r}")
     least = 6 if method == "hutch++" else 2

@@ -1,0 +1,260 @@
+"""Checks that the Hessian operator's data and forward pass are the same on every pass.
+
+The solvers assume that every product applies the same matrix. A user's batches or model can
+break that silently: an iterable that is empty after its first pass (every product is zero,
+every eigenvalue "converges" to 0), a loader that draws other samples each pass, dropout or
+noise in the forward pass (residuals never fall; the tolerance gets the blame). What is cheap
+to check is checked here, for :class:`hessian_powerlaw.operators.HessianOperator`:
+
+- :class:`DataSummary`: the samples and a checksum of the data of one pass. For a user's
+  re-iterable (a DataLoader, anything but a list) each pass is compared with the first, at the
+  cost of one weighted sum per tensor. The checksum adds up per-sample sums, so it does not
+  depend on the order of the samples (shuffling is allowed: it only reorders a sum of
+  per-sample Hessians), but it does depend on the order of values *within* a sample (a random
+  flip or crop changes it).
+- :func:`rng_snapshot`: the state of the global random generators (torch on CPU and on the
+  operator's CUDA device, numpy, Python). A forward pass that changes it draws random numbers.
+- :func:`data_change_cause` and :func:`nondeterminism_causes`: the likely cause in words,
+  from the loader's sampler and dataset and from the model's modules.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DataSummary",
+    "data_change_cause",
+    "leaves",
+    "nondeterminism_causes",
+    "rng_snapshot",
+    "shuffles",
+]
+
+# Two passes over the same samples, in any order, give checksums that differ by the rounding
+# of float64 sums: about (log2(values) + batches) * 1.1e-16 of the sum of magnitudes; 1e-9
+# leaves a margin of 1e4 or more for up to a million batches, while replacing one sample in a
+# million changes the checksum by ~1e-6 of it.
+CHECKSUM_RTOL = 1e-9
+
+
+def leaves(obj: Any) -> Iterable[Any]:
+    """Every tensor or numeric array of a batch, depth first, in iteration order."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "biuf":
+            yield obj
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            yield from leaves(value)
+    elif isinstance(obj, (tuple, list)):
+        for value in obj:
+            yield from leaves(value)
+
+
+_WEIGHTS: dict[tuple[int, str], Tensor] = {}
+
+
+def _weights(length: int, device: torch.device) -> Tensor:
+    """``1 + cos(j)``, j = 0 .. length-1: fixed, uneven, positive weights of a sample's values,
+    so that moving values within a sample changes the weighted sum."""
+    key = (length, str(device))
+    if key not in _WEIGHTS:
+        j = torch.arange(length, dtype=torch.float64, device=device)
+        _WEIGHTS[key] = 1.0 + torch.cos(j)
+    return _WEIGHTS[key]
+
+
+class DataSummary:
+    """Samples, batches and per-tensor checksums of one pass over the batches."""
+
+    def __init__(self) -> None:
+        self.samples = 0
+        self.batches = 0
+        self._sums: list[Tensor] = []  # per tensor position: [weighted sum, weighted |sum|]
+
+    def add(self, batch: Any, size: int) -> None:
+        """Count ``batch`` (``size`` samples) and add its tensors to the checksums."""
+        self.samples += size
+        self.batches += 1
+        for index, leaf in enumerate(leaves(batch)):
+            t = torch.as_tensor(leaf).detach()
+            rows = t.reshape(size, -1) if t.ndim > 0 and t.shape[0] == size else t.reshape(1, -1)
+            x = rows.to(torch.float64)
+            w = _weights(x.shape[1], x.device)
+            sums = torch.stack([(x @ w).sum(), (x.abs() @ w).sum()]).cpu()
+            if index < len(self._sums):
+                self._sums[index] += sums
+            else:
+                self._sums.append(sums)
+
+    def difference(self, first: DataSummary) -> str | None:
+        """None when this pass holds the same data as ``first`` (up to sample order), else
+        what differs, in words."""
+        if self.samples != first.samples:
+            return f"{self.samples} samples in {self.batches} batches"
+        if len(self._sums) != len(first._sums):
+            return f"batches of {len(self._sums)} tensors instead of {len(first._sums)}"
+        for now, then in zip(self._sums, first._sums):
+            (s1, a1), (s0, a0) = now.tolist(), then.tolist()
+            if not all(math.isfinite(v) for v in (s1, a1, s0, a0)):
+                continue  # NaN or Inf data: the products' finiteness check names them
+            if abs(s1 - s0) > CHECKSUM_RTOL * max(a0, a1, 1e-300):
+                return "different data"
+        return None
+
+
+def rng_snapshot(device: torch.device) -> tuple[Any, ...]:
+    """The states of the global random generators a forward pass may draw from."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return (torch.random.get_rng_state(), cuda, np.random.get_state()[1].copy(), random.getstate())
+
+
+def rng_changed(before: tuple[Any, ...], after: tuple[Any, ...]) -> bool:
+    """Whether any generator of :func:`rng_snapshot` moved between the two snapshots."""
+    torch_cpu = not torch.equal(before[0], after[0])
+    cuda = before[1] is not None and not torch.equal(before[1], after[1])
+    return torch_cpu or cuda or not np.array_equal(before[2], after[2]) or before[3] != after[3]
+
+
+def _samplers(batches: Any) -> list[Any]:
+    """The sampler and the batch sampler's sampler of a DataLoader (none for other objects)."""
+    found = [getattr(batches, "sampler", None)]
+    found.append(getattr(getattr(batches, "batch_sampler", None), "sampler", None))
+    return [s for s in found if s is not None]
+
+
+def shuffles(batches: Any) -> bool:
+    """Whether ``batches`` is a DataLoader whose sampler draws samples at random."""
+    random_samplers = (
+        torch.utils.data.RandomSampler,
+        torch.utils.data.SubsetRandomSampler,
+        torch.utils.data.WeightedRandomSampler,
+    )
+    return any(isinstance(s, random_samplers) for s in _samplers(batches))
+
+
+def data_change_cause(batches: Any, empty: bool) -> str:
+    """Why a re-iterable gave other data (``empty``: no data at all) on a later pass."""
+    kind = type(batches).__name__
+    if empty:
+        return (
+            f"the batches ({kind}) can be iterated only once (an iterator behind __iter__, a "
+            "streaming dataset)"
+        )
+    dataset = getattr(batches, "dataset", None)
+    for sampler in _samplers(batches):
+        if isinstance(sampler, torch.utils.data.RandomSampler):
+            size = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
+            if sampler.replacement or (size is not None and sampler.num_samples < size):
+                return (
+                    "the DataLoader's RandomSampler draws a random subset each pass "
+                    f"(replacement={sampler.replacement}, num_samples={sampler.num_samples})"
+                )
+            if getattr(batches, "drop_last", False):
+                return "the DataLoader shuffles with drop_last=True, so each pass drops others"
+        if isinstance(sampler, torch.utils.data.WeightedRandomSampler):
+            return "the DataLoader's WeightedRandomSampler draws a random subset each pass"
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        return f"the IterableDataset ({type(dataset).__name__}) yields other data each pass"
+    if dataset is not None:
+        return (
+            "the DataLoader's dataset gives other values each pass (random transforms or "
+            "augmentation)"
+        )
+    return f"the batches ({kind}) yield other data each pass"
+
+
+def _names(model: nn.Module, kind: type | tuple[type, ...]) -> list[str]:
+    return [name or type(m).__name__ for name, m in model.named_modules() if isinstance(m, kind)]
+
+
+def _abbreviate(names: Sequence[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
+
+
+def nondeterminism_causes(
+    model: nn.Module,
+    batches: Any,
+    train_mode_seen: Sequence[str],
+    draws_random: bool,
+    loss_varies: bool,
+) -> list[str]:
+    """The likely causes of products that differ between two passes, most specific first.
+
+    ``train_mode_seen``: modules a callable loss left in train mode; ``draws_random``: a loss
+    evaluation moved a global random generator; ``loss_varies``: two evaluations of the loss
+    on the same batch differ.
+    """
+    causes: list[str] = []
+    seen = set(train_mode_seen)
+    dropout = _names(model, nn.modules.dropout._DropoutNd)
+    norms = _names(model, nn.modules.batchnorm._NormBase)
+    batch_stats = [
+        name or type(m).__name__
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase)
+        and ((name or type(m).__name__) in seen or m.running_mean is None)
+    ]
+    if draws_random or loss_varies:
+        what = (
+            "the forward pass or loss draws random numbers"
+            if draws_random
+            else "the loss differs between two evaluations on the same batch"
+        )
+        active = [name for name in dropout if name in seen]
+        if active:
+            causes.append(
+                f"{what}: dropout modules in train mode ({_abbreviate(active)}) because the "
+                "loss calls model.train(); keep the model in eval mode inside the loss"
+            )
+        elif dropout:
+            causes.append(
+                f"{what}: dropout modules present ({_abbreviate(dropout)}) and active despite "
+                "eval mode (e.g. F.dropout(training=True)); disable dropout (p=0) for the Hessian"
+            )
+        else:
+            causes.append(
+                f"{what} (noise such as torch.randn_like, random augmentation or sampling in "
+                "forward); make the forward deterministic, e.g. draw the noise once"
+            )
+    in_train = [name for name in norms if name in seen]
+    if in_train:
+        causes.append(
+            f"BatchNorm in train mode ({_abbreviate(in_train)}) normalises with batch "
+            "statistics; keep it in eval mode (do not call model.train() inside the loss)"
+        )
+    if shuffles(batches):
+        if batch_stats:
+            causes.append(
+                f"BatchNorm ({_abbreviate(batch_stats)}) normalises with batch statistics and "
+                "the DataLoader shuffles (shuffle=True), so each pass groups the samples "
+                "differently; use shuffle=False"
+            )
+        else:
+            causes.append(
+                "the DataLoader shuffles (shuffle=True) and the loss depends on which samples "
+                "share a batch; use shuffle=False"
+            )
+    others = [name for name in train_mode_seen if name not in set(in_train) | set(dropout)]
+    if others:
+        causes.append(
+            f"the loss switches modules to train mode ({_abbreviate(others)}); do not call "
+            "model.train() inside it"
+        )
+    if not causes:
+        causes.append(
+            "randomness the global generators do not show (a torch.Generator of the model's "
+            "own, nondeterministic kernels) or a loss that changes between calls; make the "
+            "forward and loss deterministic"
+        )
+    return causes
