@@ -30,7 +30,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,8 @@ from hessian_powerlaw.tracking import TRACK_FILE, TrackResult, correlations_of
 
 __all__ = [
     "HessianHook",
+    "check_hook_options",
+    "dataset_batch",
     "mean_loss",
     "preserved_rng_state",
     "preserved_training_state",
@@ -132,6 +134,51 @@ def take_batches(batches: Any, what: str = "Hessian batch") -> list[Any]:
     if not taken:
         raise UserInputError(f"the {what} is empty; pass at least one batch")
     return [batching.detached_copy(batch) for batch in taken]
+
+
+def dataset_batch(
+    dataset: Any, collate_fn: Callable[[list[Any]], Any] | None, samples: int, seed: int = 0
+) -> Any:
+    """One batch of ``samples`` items of a map-style ``dataset`` (``len`` and ``[i]``), chosen
+    by a permutation from its own generator seeded with ``seed`` (not the global one, which
+    the user's run owns), in index order, collated by ``collate_fn`` (default: torch's).
+
+    A seeded random subset rather than the first items: data sets are often sorted (by class,
+    by document), and the first items would then be one class or one text."""
+    check_int(samples, "samples")
+    try:
+        size = len(dataset)
+    except TypeError:
+        raise UserInputError(
+            f"cannot take a Hessian batch from a {type(dataset).__name__}: it has no length "
+            "(an iterable data set); pass the batch yourself (batch=...)"
+        ) from None
+    if size == 0:
+        raise UserInputError("the data set is empty; there is nothing to take a Hessian batch from")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = sorted(torch.randperm(size, generator=generator)[: min(samples, size)].tolist())
+    collate = collate_fn or torch.utils.data.default_collate
+    return collate([dataset[i] for i in chosen])
+
+
+def check_hook_options(options: Mapping[str, Any], taken: Iterable[str] = ()) -> None:
+    """Check keyword options meant for :class:`HessianHook` before it is built (callbacks
+    build it only when training starts), so that a mistake fails at once, not minutes later.
+    ``taken``: the hook's arguments the caller sets itself, which ``options`` may not hold."""
+    import inspect
+
+    parameters = inspect.signature(HessianHook).parameters
+    allowed = set(parameters) - {"model", "loss", "batches", *taken}
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise UserInputError(
+            f"unknown option(s) {', '.join(unknown)}; the Hessian measurement takes "
+            f"{', '.join(sorted(allowed))}"
+        )
+    values = {name: p.default for name, p in parameters.items()} | dict(options)
+    validate_options(values["k"], values["tol"], values["trace_matvecs"], values["alpha"])
+    check_int(values["n_boot"], "n_boot", minimum=0)
+    parse_dtype(values["dtype"])
 
 
 def mean_loss(
