@@ -86,6 +86,8 @@ def test_readme_hugging_face_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert record["settings"]["params"] == "transformer.h.1.mlp.c_proj.*"
     assert record["entries"][0]["analysis"]["num_params"] == 4 * 32 * 32 + 32
     assert ns["model"].config._attn_implementation == "sdpa"
+    page = (tmp_path / "runs/gpt2/hessian/report.html").read_text()
+    assert "<b>parameters</b>: transformer.h.1.mlp.c_proj.*" in page
     # through trainer.log: in the trainer's history and in TensorBoard under train/
     logged = [h for h in ns["trainer"].state.log_history if "hessian/d_ks" in h]
     assert [h["step"] for h in logged] == [10, 20, 30]
