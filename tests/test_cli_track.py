@@ -76,6 +76,30 @@ def test_track_command(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
     assert "pearson r" in out and "test_loss" in out and out.count("step 12") == 1
 
 
+def test_track_writes_tensorboard_events(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``--tensorboard DIR``: the measures of every checkpoint, read back from the event files,
+    equal track.json's, and each step has its rank plot (finished entries are reused)."""
+    from tests.tensorboard_events import read_events
+
+    board = tmp_path / "tb"
+    code = main(["track", str(run_dir), "--k", "12", "--samples", "200", "--trace-matvecs", "12",
+                 "--quiet", "--no-figures", "--tensorboard", str(board)])  # fmt: skip
+    assert code == 0 and f"TensorBoard event files to {board}" in capsys.readouterr().out
+    record = json.loads((run_dir / "track.json").read_text())
+    scalars, images = read_events(board)
+    for key in ("s", "d_ks", "d_c", "lambda_max", "trace"):
+        expected = [(e["step"], e["measures"][key]) for e in record["entries"]]
+        got = scalars[f"hessian/{key}"]
+        assert [step for step, _ in got] == [12, 24, 36]
+        np.testing.assert_allclose([v for _, v in got], [v for _, v in expected], rtol=1e-6)
+    got_loss = [v for _, v in scalars["hessian/test_loss"]]
+    np.testing.assert_allclose(got_loss, [e["test_loss"] for e in record["entries"]], rtol=1e-6)
+    assert [e.step for e in images["hessian/rank_plot"]] == [12, 24, 36]
+    assert images["hessian/rank_plot"][0].encoded_image_string[:4] == b"\x89PNG"
+
+
 def test_resume_skips_finished_checkpoints(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -120,3 +144,18 @@ def test_track_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "does not exist" in capsys.readouterr().err
     assert main(["track", str(tmp_path), "--quiet"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_tensorboard_without_the_package_is_one_line(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import sys
+
+    calls = _count_analyses(monkeypatch)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now fails
+    code = main(["track", str(run_dir), "--k", "12", "--quiet", "--tensorboard",
+                 str(tmp_path / "tb")])  # fmt: skip
+    assert code == 2 and not calls  # refused before any analysis
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "pip install 'hessian-powerlaw[tensorboard]'" in err

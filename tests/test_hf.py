@@ -115,8 +115,8 @@ def test_loaded_model_gives_logits_with_eager_attention(
     x, _ = hf_data.hessian_batches(num_samples=2)[0]
     assert model(x).shape == (2, CONTEXT, hf_data.num_classes)
     names = [n for n, _ in model.named_parameters()]
-    assert names[0] == "model.transformer.wte.weight"
-    assert "model.transformer.h.1.attn.c_attn.weight" in names
+    assert names[0] == "transformer.wte.weight"
+    assert "transformer.h.1.attn.c_attn.weight" in names
 
 
 def test_last_layer_top10_matches_explicit_hessian(
@@ -128,7 +128,7 @@ def test_last_layer_top10_matches_explicit_hessian(
     model = load_hf_model(f"hf:{model_dir}", hf_data).double()
     batches = hf_data.hessian_batches(num_samples=4)
     names = last_layer_names(model)
-    assert names == ["model.transformer.wte.weight"]
+    assert names == ["transformer.wte.weight"]
     op = HessianOperator(model, hf_data.loss, batches, params=names)
     assert op.n == hf_data.num_classes * 16
     H = explicit_hessian_via_grad(model, hf_data.loss, batches, names)
@@ -147,7 +147,7 @@ def test_attention_hessian_products_match_explicit(
     model_dir, _ = hf_setup
     model = load_hf_model(f"hf:{model_dir}", hf_data).double()
     batches = hf_data.hessian_batches(num_samples=2)
-    op = HessianOperator(model, hf_data.loss, batches, params="model.transformer.h.1.attn.*")
+    op = HessianOperator(model, hf_data.loss, batches, params="transformer.h.1.attn.*")
     assert op.n == 16 * 48 + 48 + 16 * 16 + 16
     H = explicit_hessian_via_grad(model, hf_data.loss, batches, op.param_names)
     V = torch.randn(op.n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -155,7 +155,7 @@ def test_attention_hessian_products_match_explicit(
     assert float((op.matmat(V) - expected).abs().max()) <= 1e-10 * float(expected.abs().max())
     # the tokenizer's dict batches cut into one sequence per micro-batch give the same product
     micro = HessianOperator(
-        model, hf_data.loss, batches, params="model.transformer.h.1.attn.*", micro_batch_size=1
+        model, hf_data.loss, batches, params="transformer.h.1.attn.*", micro_batch_size=1
     )
     got = micro.matmat(V)
     assert micro.splits_batches is True and micro.last_pass_samples == [1, 1]
@@ -171,9 +171,9 @@ def test_untied_head_is_lm_head_and_operator_last_agrees(
     _save_tiny_gpt2(folder, vocab_size, tie=False)
     data = load_text_data(f"text:{text_file}", model_spec=f"hf:{folder}", seq_len=8)
     model = load_hf_model(f"hf:{folder}", data)
-    assert last_layer_names(model) == ["model.lm_head.weight"]
+    assert last_layer_names(model) == ["lm_head.weight"]
     op = HessianOperator(model, data.loss, data.hessian_batches(num_samples=2), params="last")
-    assert op.param_names == ["model.lm_head.weight"]
+    assert op.param_names == ["lm_head.weight"]
 
 
 # ------------------------------------------------------------------------------- errors
@@ -242,6 +242,74 @@ def test_cli_spectrum_last_layer_matches_explicit_hessian(
     exact = torch.linalg.eigvalsh(H).flip(0).numpy()
     got = np.array(record["spectrum"]["eigenvalues"])
     np.testing.assert_allclose(got, exact[:10], rtol=0, atol=1e-6)
+
+
+def test_cli_spectrum_with_native_parameter_names(
+    tmp_path: Path, hf_setup: tuple[Path, Path], hf_data: TextData
+) -> None:
+    """``--params 'transformer.h.1.mlp.c_proj.*'``: the model's own names, as a user reads them
+    in ``model.named_parameters()``; the eigenvalues equal an explicit Hessian of those
+    parameters and the JSON names them the same way."""
+    from hessian_powerlaw.cli import main
+
+    model_dir, text_file = hf_setup
+    native = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir))
+    pattern = "transformer.h.1.mlp.c_proj.*"
+    expected_names = [n for n, _ in native.named_parameters() if n.startswith(pattern[:-1])]
+    assert expected_names == [f"transformer.h.1.mlp.c_proj.{p}" for p in ("weight", "bias")]
+    out = tmp_path / "out"
+    argv = ["spectrum", "--model", f"hf:{model_dir}", "--data", f"text:{text_file}"]
+    argv += ["--params", pattern, "--k", "8", "--samples", "4", "--tol", "1e-10"]
+    argv += ["--no-density", "--trace-matvecs", "0", "--n-boot", "0", "--quiet"]
+    argv += ["--out", str(out)]
+    assert main(argv) == 0, "the spectrum command failed (see its error line above)"
+    record = json.loads((out / "spectrum.json").read_text())
+    assert record["params"] == pattern
+    assert record["num_params"] == 64 * 16 + 16
+    model = load_hf_model(f"hf:{model_dir}", hf_data).double()
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in native.named_parameters()]
+    H = explicit_hessian_via_grad(model, hf_data.loss, hf_data.hessian_batches(4, None, 0),
+                                  expected_names)  # fmt: skip
+    exact = torch.linalg.eigvalsh(H).flip(0).numpy()
+    np.testing.assert_allclose(record["spectrum"]["eigenvalues"], exact[:8], rtol=1e-8, atol=0)
+
+
+def test_pattern_that_matches_nothing_lists_native_names(
+    hf_setup: tuple[Path, Path], hf_data: TextData
+) -> None:
+    model_dir, _ = hf_setup
+    model = load_hf_model(f"hf:{model_dir}", hf_data)
+    batches = hf_data.hessian_batches(num_samples=2)
+    with pytest.raises(UserInputError) as info:
+        HessianOperator(model, hf_data.loss, batches, params="transformer.h.7.*")
+    message = str(info.value)
+    assert "\n" not in message and "model.transformer" not in message
+    assert "transformer.h.{0-1}.mlp.c_proj.weight" in message  # blocks collapsed
+    # the old prefixed form is answered with the native pattern to use instead
+    with pytest.raises(UserInputError, match=r"did you mean 'transformer\.h\.1\.\*'"):
+        HessianOperator(model, hf_data.loss, batches, params="model.transformer.h.1.*")
+
+
+def test_wrapper_shares_the_models_tree_and_old_checkpoints_load(
+    tmp_path: Path, hf_setup: tuple[Path, Path], hf_data: TextData
+) -> None:
+    """The wrapper's state dict is the Hugging Face model's; a checkpoint written by an older
+    version (every key prefixed with ``model.``) still loads; modes reach the inner model."""
+    from hessian_powerlaw.training import load_weights
+
+    model_dir, _ = hf_setup
+    model = load_hf_model(f"hf:{model_dir}", hf_data)
+    assert list(model.state_dict()) == list(model.hf_model.state_dict())
+    model.train()
+    assert model.hf_model.training and model.transformer.h[0].training
+    model.eval()
+    assert not model.hf_model.training
+    old = {f"model.{k}": v.clone() + 1.0 for k, v in model.state_dict().items()}
+    torch.save({"model": old}, tmp_path / "old.pt")
+    fresh = load_hf_model(f"hf:{model_dir}", hf_data)
+    load_weights(fresh, tmp_path / "old.pt")
+    for name, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, old[f"model.{name}"], rtol=0, atol=0)
 
 
 # ------------------------------------------------------------------------------- code in a folder

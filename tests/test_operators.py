@@ -111,16 +111,36 @@ def test_parameter_subsets_are_sub_blocks(mlp) -> None:
     assert op.param_shapes == [torch.Size([16]), torch.Size([10])]
 
 
+def test_summarize_names_collapses_blocks_only_when_complete() -> None:
+    from hessian_powerlaw.operators import summarize_names
+
+    names = ["emb.weight"] + [f"h.{i}.{p}" for i in range(12) for p in ("w", "b")] + ["head.w"]
+    assert summarize_names(names) == "emb.weight, h.{0-11}.w, h.{0-11}.b, head.w"
+    assert summarize_names(names[:5]) == "emb.weight, h.0.w, h.0.b, h.1.w, h.1.b"  # short: as is
+    # not every combination of indices exists: the names are kept, never invented
+    ragged = [f"l.{i}.e.{j}.w" for i in range(3) for j in range(3) if (i, j) != (2, 2)]
+    ragged += [f"x{i}" for i in range(10)]
+    shown = summarize_names(ragged)  # 18 names: past the limit, so collapsing is tried
+    assert shown.startswith("l.0.e.0.w, l.0.e.1.w") and "{" not in shown
+    assert "l.2.e.2.w" not in shown
+    gaps = [f"b.{i}.w" for i in (0, 2, 5)] + [f"p{i}" for i in range(20)]
+    assert summarize_names(gaps).startswith("b.{0,2,5}.w, p0, p1")
+    assert summarize_names(gaps).endswith("(5 more)")
+
+
 def _pos(names: list[str], chosen: list[str]) -> list[int]:
     return [names.index(c) for c in chosen]
 
 
 def test_bad_params_name_the_available_names(mlp) -> None:
     model, criterion, batches, _ = mlp
-    with pytest.raises(UserInputError, match=r"'fc9\.\*'.*available: 0\.weight, 0\.bias"):
+    with pytest.raises(UserInputError, match=r"'fc9\.\*'.*parameters: 0\.weight, 0\.bias"):
         HessianOperator(model, criterion, batches, params="fc9.*")
     with pytest.raises(UserInputError, match="not a parameter of the model"):
         HessianOperator(model, criterion, batches, params=[torch.zeros(3)])
+    # the model's own last module as the example glob
+    with pytest.raises(UserInputError, match=r"globs such as '2\.\*', or 'last'"):
+        HessianOperator(model, criterion, batches, params="fc9.*")
     with pytest.raises(UserInputError, match="dtype"):
         HessianOperator(model, criterion, batches, dtype=torch.float16)
     op = HessianOperator(model, criterion, batches)

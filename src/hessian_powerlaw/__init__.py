@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "analyze_spec": "hessian_powerlaw.analysis",
     "Analysis": "hessian_powerlaw.analysis",
     "track_run": "hessian_powerlaw.tracking",
+    "HessianHook": "hessian_powerlaw.hooks",
     "run_demo": "hessian_powerlaw.tracking",
     "write_report": "hessian_powerlaw.report",
     "MatrixOperator": "hessian_powerlaw.operators",

@@ -104,6 +104,23 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None
     return batch
 
 
+def detached_copy(batch: Any) -> Any:
+    """The batch with every tensor detached and copied (numpy arrays become tensors), so that
+    later in-place changes to the original (a reused buffer, pinned memory) do not reach it.
+    Containers keep their type, as in :func:`to_device`."""
+    if isinstance(batch, np.ndarray):
+        return torch.from_numpy(batch.copy())
+    if isinstance(batch, torch.Tensor):
+        return batch.detach().clone()
+    if isinstance(batch, Mapping):
+        return _same_mapping(batch, {k: detached_copy(v) for k, v in batch.items()})
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(detached_copy(v) for v in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(detached_copy(v) for v in batch)
+    return batch
+
+
 def _same_mapping(original: Mapping, values: dict) -> Any:
     """``values`` as the original's mapping type when it can be built from a dict."""
     try:

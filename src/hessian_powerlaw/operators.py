@@ -1082,12 +1082,66 @@ def _match_patterns(model: nn.Module, patterns: list[str]) -> set[str]:
         else:
             hits = [name for name in available if fnmatch.fnmatchcase(name, pattern)]
         if not hits:
-            raise UserInputError(
-                f"params pattern {pattern!r} matches no parameter; available: "
-                f"{_abbreviate(available)} (globs like 'fc2.*' or 'last')"
-            )
+            raise UserInputError(_no_match_message(pattern, available))
         chosen.update(hits)
     return chosen
+
+
+def _no_match_message(pattern: str, available: Sequence[str]) -> str:
+    """One line: the pattern, the model's own names (summarised), and an example glob."""
+    hint = ""
+    # hf:PATH models were once named with a "model." prefix; say what the pattern is now
+    if pattern.startswith("model."):
+        bare = pattern[len("model.") :]
+        if any(fnmatch.fnmatchcase(name, bare) for name in available):
+            hint = f"; parameters go by the model's own names now: did you mean {bare!r}?"
+    if not hint:
+        owner = available[-1].rpartition(".")[0] if available else ""
+        example = f"{owner}.*" if owner else "*"
+        hint = f" (fnmatch globs such as {example!r}, or 'last')"
+    return (
+        f"params pattern {pattern!r} matches no parameter; the model's parameters: "
+        f"{summarize_names(available)}{hint}"
+    )
+
+
+def summarize_names(names: Sequence[str], limit: int = 16) -> str:
+    """Parameter names for a message, short even for big models.
+
+    Up to ``limit`` names are listed as they are. Beyond that, names that differ only in their
+    numeric components (the blocks of a transformer) are collapsed into one, with each index
+    set in braces: ``transformer.h.{0-11}.attn.c_attn.weight`` stands for 12 names. A group is
+    collapsed only when it holds every combination of its indices, so the summary never names
+    a parameter that does not exist. At most ``limit`` entries are shown, then how many more
+    there are.
+    """
+    if len(names) <= limit:
+        return ", ".join(names)
+    groups: dict[tuple[str, ...], list[tuple[int, ...]]] = {}
+    for name in names:
+        parts = name.split(".")
+        key = tuple("#" if part.isdigit() else part for part in parts)
+        groups.setdefault(key, []).append(tuple(int(p) for p in parts if p.isdigit()))
+    entries: list[str] = []
+    for key, indices in groups.items():
+        columns = [sorted(set(column)) for column in zip(*indices)]
+        if len(indices) > 1 and len(set(indices)) == math.prod(len(c) for c in columns):
+            ranges = iter(_index_set(column) for column in columns)
+            entries.append(".".join(next(ranges) if part == "#" else part for part in key))
+        else:
+            for combo in indices:
+                numbers = iter(str(i) for i in combo)
+                entries.append(".".join(next(numbers) if part == "#" else part for part in key))
+    return _abbreviate(entries, limit)
+
+
+def _index_set(values: Sequence[int]) -> str:
+    """``{0-11}`` for a contiguous run, ``{0,2,5}`` otherwise; a single index as is."""
+    if len(values) == 1:
+        return str(values[0])
+    if values[-1] - values[0] + 1 == len(values):
+        return f"{{{values[0]}-{values[-1]}}}"
+    return "{" + ",".join(str(v) for v in values) + "}"
 
 
 def _is_single_batch(obj: Any) -> bool:

@@ -158,6 +158,7 @@ def track_run(
     progress: bool = False,
     figures: bool = True,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
+    tensorboard: str | os.PathLike[str] | None = None,
 ) -> TrackResult:
     """Analyse the checkpoints of the training run in ``run_dir``; write ``RUN/track.json``.
 
@@ -165,6 +166,8 @@ def track_run(
     (the run's own training data, label noise included). ``every`` analyses every N-th
     checkpoint (and always the last). Checkpoints already in ``track.json`` with the same
     settings are reused. ``on_entry`` is called with each newly finished entry.
+    ``tensorboard``: a folder that receives every entry's measures and rank plot as
+    TensorBoard event files at the checkpoint's step (:mod:`hessian_powerlaw.report.tensorboard`).
 
     Under ``torch.distributed`` (``torchrun ... track``) every rank takes part in every
     Hessian product (:mod:`hessian_powerlaw.distributed`); the ranks check that they resume
@@ -218,30 +221,43 @@ def track_run(
             atomic_write_json(path, result)
         return result
 
-    for step, ckpt in chosen:
-        name = Path(ckpt).name
-        if name in done:
-            entries.append(done[name])
-            continue
-        model = build_model(run.config.model, data, seed=run.config.seed)
-        load_weights(model, ckpt)
-        model.eval()
-        (group,) = parameter_groups(model, params).values()
-        analysis = analyze(model, data.loss, batches, params=group, device=device,
-                           progress=progress, **options)  # fmt: skip
-        record = analysis.to_dict()
-        entry = {
-            "checkpoint": name,
-            "step": int(step),
-            "epoch": (metrics.get(int(step)) or {}).get("epoch"),
-            **_generalization(metrics.get(int(step)), data, model),
-            "measures": record["measures"],
-            "analysis": record,
-        }
-        entries.append(entry)
-        save(complete=False)  # finished checkpoints survive an interruption
-        if on_entry is not None:
-            on_entry(entry)
+    board = None
+    if tensorboard is not None and distributed.is_primary():
+        from hessian_powerlaw.report.tensorboard import TensorBoardWriter
+
+        board = TensorBoardWriter(tensorboard)
+    try:
+        for step, ckpt in chosen:
+            name = Path(ckpt).name
+            if name in done:
+                entries.append(done[name])
+                if board is not None:
+                    board.write(done[name])
+                continue
+            model = build_model(run.config.model, data, seed=run.config.seed)
+            load_weights(model, ckpt)
+            model.eval()
+            (group,) = parameter_groups(model, params).values()
+            analysis = analyze(model, data.loss, batches, params=group, device=device,
+                               progress=progress, **options)  # fmt: skip
+            record = analysis.to_dict()
+            entry = {
+                "checkpoint": name,
+                "step": int(step),
+                "epoch": (metrics.get(int(step)) or {}).get("epoch"),
+                **_generalization(metrics.get(int(step)), data, model),
+                "measures": record["measures"],
+                "analysis": record,
+            }
+            entries.append(entry)
+            save(complete=False)  # finished checkpoints survive an interruption
+            if board is not None:
+                board.write(entry)
+            if on_entry is not None:
+                on_entry(entry)
+    finally:
+        if board is not None:
+            board.close()
     result = save(complete=True)
     if figures and distributed.is_primary():
         from hessian_powerlaw.report.outputs import write_track_figures

@@ -756,7 +756,8 @@ def load_weights(model: nn.Module, checkpoint: str | os.PathLike[str] | dict[str
     ``"model"`` (this tool's run checkpoints) or ``"state_dict"`` (PyTorch Lightning's
     convention). A ``"model."`` prefix is stripped from the keys only when every key of the
     checkpoint has it and not every key of ``model`` does (a Lightning module that wraps the
-    network as ``self.model``); then the unstripped keys could not fit anyway. Weights that
+    network as ``self.model``, or an ``hf:PATH`` model saved by a version that prefixed its
+    names with ``model.``); then the unstripped keys could not fit anyway. Weights that
     do not fit are a UserInputError saying so.
     """
     where = "checkpoint" if isinstance(checkpoint, dict) else f"checkpoint {str(checkpoint)!r}"

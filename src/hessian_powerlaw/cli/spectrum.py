@@ -77,8 +77,9 @@ def add_analysis_arguments(
         "--params",
         default=None,
         metavar="P",
-        help="parameters of the Hessian: None = all trainable; comma-separated name globs "
-        "('classifier.*'); 'last' (the last layer, as the paper does for LLMs)"
+        help="parameters of the Hessian: None = all trainable; comma-separated globs over "
+        "the model's own parameter names ('classifier.*'; 'transformer.h.1.mlp.c_proj.*' for "
+        "an hf:PATH GPT-2); 'last' (the last layer, as the paper does for LLMs)"
         + ("; 'per-block' (one spectrum per repeated block)" if per_block else ""),
     )
     parser.add_argument(

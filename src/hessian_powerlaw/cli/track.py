@@ -18,6 +18,7 @@ EXAMPLES = """\
       --checkpoint-epochs 0,1,2,4,8,12,16,20 --out runs/lenet
   hessian-powerlaw track runs/lenet --k 100
   hessian-powerlaw track runs/lenet --k 300 --every 2 --samples 1000 --quiet
+  hessian-powerlaw track runs/lenet --k 50 --tensorboard runs/tb  # tensorboard --logdir runs/tb
 """
 
 
@@ -38,6 +39,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-figures", action="store_true", help="write track.json only, no PNG figures"
     )
+    parser.add_argument(
+        "--tensorboard", default=None, metavar="DIR",
+        help="also write each checkpoint's measures and rank plot as TensorBoard event files "
+        "in DIR (needs the tensorboard package)",
+    )  # fmt: skip
     add_json(parser)
     add_quiet(parser)
     parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         figures=not args.no_figures,
         on_entry=None if args.json else _print_entry,
+        tensorboard=args.tensorboard,
     )
     record = result.to_dict()
     if args.json:
@@ -105,4 +112,6 @@ def run(args: argparse.Namespace) -> int:
     print("\ncorrelation of each Hessian measure with test loss and gap across checkpoints:")
     print(format_correlation_table(rows))
     print(f"\nwrote {result.run}/track.json ({len(result.entries)} checkpoints)")
+    if args.tensorboard:
+        print(f"wrote TensorBoard event files to {args.tensorboard}")
     return 0

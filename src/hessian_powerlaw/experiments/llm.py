@@ -93,7 +93,7 @@ def llm_layers_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
     rows = t.condition_rows("llm-layers", results)
     for row in rows:
         row["block"] = str(row["setting"]).rpartition(" / ")[2]
-    blocks = [r for r in rows if r["block"].startswith("blocks.")]
+    blocks = [r for r in rows if r["block"] not in ("embeddings", "head")]
     power = [r for r in blocks if r.get("power_law")]
     agree, disagree = [], []
     text = f"{len(power)} of {len(blocks)} transformer blocks have a power-law spectrum"

@@ -314,7 +314,8 @@ def render_spectrum(result: ResultFile, root: Path) -> str:
 
 def render_track(result: ResultFile, root: Path) -> str:
     data = result.data or {}
-    config = data.get("config") or {}
+    # track.json keeps its options under "settings"
+    config = data.get("settings") or data.get("config") or {}
     parts = [f"<h2>{html.escape('Tracked run: ' + str(data.get('run')))}</h2>"]
     parts.append(
         _meta(

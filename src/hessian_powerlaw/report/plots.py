@@ -402,6 +402,16 @@ def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
+def rgb_array(fig: Figure, dpi: int = 80) -> np.ndarray:
+    """The figure rendered as an ``(H, W, 3)`` uint8 array (what image loggers take)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int = 150) -> Path:
     """Write the figure as a PNG atomically (temporary file + rename)."""
     return atomic_write_bytes(path, png_bytes(fig, dpi=dpi))

@@ -3,9 +3,12 @@
 ``per_block_groups(model)`` splits a model's trainable parameters into the groups of the
 paper's layer-wise spectra:
 
-    "embeddings"  parameters registered before the first repeated block
-    "blocks.<i>"  the parameters of the i-th repeated block
-    "head"        parameters registered after the last block (final norm, LM head)
+    "embeddings"    parameters registered before the first repeated block
+    "<blocks>.<i>"  the parameters of the i-th repeated block, labelled with the model's own
+                    name of that block: ``blocks.3`` in chargpt, ``transformer.h.3`` in GPT-2,
+                    ``model.layers.3`` in LLaMA-style models (so ``--params 'transformer.h.3.*'``
+                    selects the same group)
+    "head"          parameters registered after the last block (final norm, LM head)
 
 The repeated blocks are the children of the container (``nn.ModuleList`` or
 ``nn.Sequential``) with at least two children, all of one class, that holds the most
@@ -69,10 +72,11 @@ def find_blocks(model: nn.Module) -> tuple[str, list[nn.Module]]:
 
 
 def per_block_groups(model: nn.Module) -> dict[str, list[str]]:
-    """Ordered ``{"embeddings": [...], "blocks.0": [...], ..., "head": [...]}`` of trainable
-    parameter names; together the groups partition ``model``'s trainable parameters exactly.
-    Groups that would be empty (e.g. no parameters before the blocks) are left out."""
-    _, blocks = find_blocks(model)
+    """Ordered ``{"embeddings": [...], "<blocks>.0": [...], ..., "head": [...]}`` of trainable
+    parameter names, each block labelled by its name in ``model`` (``transformer.h.0``);
+    together the groups partition ``model``'s trainable parameters exactly. Groups that would
+    be empty (e.g. no parameters before the blocks) are left out."""
+    container, blocks = find_blocks(model)
     block_of = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
     before: list[str] = []
     inside: list[list[str]] = [[] for _ in blocks]
@@ -92,7 +96,7 @@ def per_block_groups(model: nn.Module) -> dict[str, list[str]]:
         groups["embeddings"] = before
     for i, names in enumerate(inside):
         if names:
-            groups[f"blocks.{i}"] = names
+            groups[f"{container}.{i}" if container else str(i)] = names
     if after:
         groups["head"] = after
     return groups

@@ -147,27 +147,46 @@ def load_tokenizer(spec_or_path: str | Path) -> Any:
 
 
 class HFCausalLM(nn.Module):
-    """A Hugging Face causal LM seen as ``forward(idx[B, T]) -> logits[B, T, V]``.
+    """A Hugging Face causal LM seen as ``forward(idx[B, T]) -> logits[B, T, V]``, under the
+    model's own parameter names.
 
-    The wrapped model is the submodule ``model``, so parameter names keep their Hugging Face
-    form under one prefix: ``model.transformer.h.0.attn.c_attn.weight`` for GPT-2,
-    ``model.model.layers.0.self_attn.q_proj.weight`` for LLaMA-style models.
+    The wrapper *shares* the wrapped model's submodules, parameters and buffers (the very same
+    dictionaries, not copies), so ``named_parameters()``, ``state_dict()``, ``--params`` globs,
+    ``last``, per-block labels and every JSON output use the names a user knows from their
+    model: ``transformer.h.0.attn.c_attn.weight`` for GPT-2,
+    ``model.layers.0.self_attn.q_proj.weight`` for LLaMA-style models. The wrapped model itself
+    is kept outside the module tree (:attr:`hf_model`); registered as a child it would put a
+    ``model.`` prefix in front of every name. Checkpoints written by older versions, which had
+    that prefix, still load (``training.load_weights`` strips it).
     """
+
+    hf_model: nn.Module
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model
+        # not a registered child (see the class docstring); object.__setattr__ bypasses
+        # nn.Module's registration
+        object.__setattr__(self, "hf_model", model)
+        for name in ("_modules", "_parameters", "_buffers", "_non_persistent_buffers_set"):
+            object.__setattr__(self, name, getattr(model, name))
+
+    def train(self, mode: bool = True) -> HFCausalLM:
+        """Switch the shared modules and the wrapped model's own flag, which Hugging Face code
+        reads at the top level (``self.training``) and which is not in the shared tree."""
+        super().train(mode)
+        self.hf_model.training = mode
+        return self
 
     @property
     def config(self) -> Any:
-        return self.model.config
+        return self.hf_model.config
 
     def get_output_embeddings(self) -> nn.Module:
         """The LM head (possibly tied to the input embedding)."""
-        return self.model.get_output_embeddings()
+        return self.hf_model.get_output_embeddings()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=idx, use_cache=False).logits
+        return self.hf_model(input_ids=idx, use_cache=False).logits
 
 
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx")
