@@ -34,7 +34,8 @@ def reference_eigenvalues(samples: int, k: int) -> np.ndarray:
 
 def test_spectrum_writes_json_and_figures(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out"
-    code = main(["spectrum", *SMALL, "--k", "15", "--trace-matvecs", "12", "--out", str(out)])
+    argv = [*SMALL, "--k", "15", "--trace-matvecs", "12", "--criterion", "norm"]
+    code = main(["spectrum", *argv, "--out", str(out)])
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["spectrum-cdf.png", "spectrum-density.png", "spectrum.json", "spectrum.png"]
@@ -138,20 +139,37 @@ def test_report_without_results(tmp_path: Path, capsys: pytest.CaptureFixture) -
     _expect_user_error(capsys, ["report", str(tmp_path / "missing")], "does not exist")
 
 
+def test_default_criterion_certifies_each_eigenvalue_relatively(tmp_path: Path) -> None:
+    """The default: ||H v - theta v|| <= 1e-3 |theta| for every pair, so each eigenvalue is
+    within 1e-3 relative of one of H's (explicit Hessian); it is recorded in the JSON."""
+    out = tmp_path / "out"
+    argv = [*SMALL, "--k", "15", "--trace-matvecs", "0", "--no-density", "--quiet"]
+    assert main(["spectrum", *argv, "--out", str(out)]) == 0
+    record = json.loads((out / "spectrum.json").read_text())
+    spectrum = record["spectrum"]
+    assert spectrum["criterion"] == record["config"]["criterion"] == "relative"
+    assert record["config"]["tol"] == spectrum["tol"] == 1e-3
+    assert all(spectrum["converged"]) and max(spectrum["relative_residuals"]) <= 1e-3
+    exact = reference_eigenvalues(200, 15)
+    np.testing.assert_allclose(spectrum["eigenvalues"], exact, rtol=1e-3, atol=0)
+
+
 def test_unconverged_eigenpairs_are_flagged_in_the_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     """A budget too small for k: the summary says so, and the JSON keeps the mask."""
     out = tmp_path / "out"
     argv = [*SMALL, "--k", "20", "--max-matvecs", "24", "--trace-matvecs", "0", "--no-density"]
+    argv += ["--criterion", "norm"]
     assert main(["spectrum", *argv, "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "warning: " in text and "did not reach the residual tolerance 1e-06 within 24" in text
+    expected = "did not reach the residual tolerance 1e-06 (norm criterion) within 24"
+    assert "warning: " in text and expected in text
     record = json.loads((out / "spectrum.json").read_text())
     assert not all(record["spectrum"]["converged"]) and record["config"]["tol"] == 1e-6
     out32 = tmp_path / "out32"
     assert main(["spectrum", *SMALL, "--k", "5", "--dtype", "float32", "--trace-matvecs", "0",
-                 "--no-density", "--out", str(out32)]) == 0  # fmt: skip
+                 "--no-density", "--criterion", "norm", "--out", str(out32)]) == 0  # fmt: skip
     record = json.loads((out32 / "spectrum.json").read_text())
     assert record["config"]["tol"] == 1e-5 and all(record["spectrum"]["converged"])
     assert "warning" not in capsys.readouterr().out
@@ -169,7 +187,7 @@ def test_spectrum_on_real_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -
     out = tmp_path / "out"
     args = ["spectrum", "--model", "fcn:1x8", "--data", "mnist:1000", "--samples", "200",
             "--k", "10", "--params", "last", "--trace-matvecs", "0", "--no-density", "--json",
-            "--quiet", "--out", str(out)]  # fmt: skip
+            "--criterion", "norm", "--quiet", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["data"] == "mnist:1000" and record["num_samples"] == 200

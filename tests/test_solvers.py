@@ -269,9 +269,82 @@ def test_slq_is_exact_with_full_length_runs() -> None:
 
 
 def test_default_tolerance_follows_the_operator_dtype() -> None:
-    """float32 products stall at residuals of a few 1e-6, so float32 defaults to 1e-5."""
+    """float32 products stall at residuals of a few 1e-6 |lambda_1|, so under the "norm"
+    criterion float32 defaults to 1e-5; the "relative" default, 1e-3, is the same for both."""
     A = torch.diag(torch.linspace(1.0, 0.01, 50, dtype=torch.float64))
-    assert top_eigenpairs(MatrixOperator(A), k=3).tol == 1e-6
-    spec32 = top_eigenpairs(MatrixOperator(A.float()), k=3)
+    assert top_eigenpairs(MatrixOperator(A), k=3, criterion="norm").tol == 1e-6
+    spec32 = top_eigenpairs(MatrixOperator(A.float()), k=3, criterion="norm")
     assert spec32.tol == 1e-5 and spec32.converged.all()
     assert top_eigenpairs(MatrixOperator(A), k=3, tol=1e-9).tol == 1e-9
+    relative = top_eigenpairs(MatrixOperator(A.float()), k=3)
+    assert relative.criterion == "relative" and relative.tol == 1e-3
+    assert relative.converged.all()
+
+
+# ------------------------------------------------------------------ convergence criteria
+
+
+def test_relative_criterion_on_the_explicit_hessian(problem) -> None:
+    """criterion="relative": each pair's explicit residual is within tol of |theta|, so each
+    eigenvalue is within tol relative of the explicit Hessian's (the residual bound)."""
+    op, H, evals, _ = problem
+    for tol in (1e-3, 1e-7):
+        spec = top_eigenpairs(op, k=50, tol=tol, criterion="relative", return_vectors=True)
+        assert spec.criterion == "relative" and spec.all_converged
+        explicit = explicit_residuals(H, spec.eigenvalues, spec.eigenvectors)
+        assert np.all(explicit <= tol * np.abs(spec.eigenvalues) * (1 + 1e-6))
+        np.testing.assert_allclose(spec.relative_residuals, explicit / np.abs(spec.eigenvalues),
+                                   rtol=1e-6, atol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(spec.eigenvalues, evals[:50], rtol=tol, atol=0)
+    # "norm" bounds residuals by tol |lambda_1| instead
+    spec = top_eigenpairs(op, k=50, tol=1e-8, criterion="norm")
+    assert spec.criterion == "norm" and spec.all_converged and spec.residuals.max() <= 1e-8
+
+
+def test_relative_criterion_reaches_the_tail_of_a_power_law_through_restarts(monkeypatch) -> None:
+    """lambda_k = k^-1.5 over 600 dimensions, k = 60 with the smallest basis: thick restarts
+    lock converged pairs (they leave the Rayleigh-Ritz problem) and the tail, 1/465 of
+    lambda_1, is still certified to 1e-8 relative."""
+    from hessian_powerlaw.solvers import lanczos
+
+    locked: list[int] = []
+    restart = lanczos._BlockLanczos._restart
+
+    def spy(self: lanczos._BlockLanczos) -> None:
+        restart(self)
+        locked.append(self.nl)
+
+    monkeypatch.setattr(lanczos._BlockLanczos, "_restart", spy)
+    lam = np.arange(1, 601, dtype=np.float64) ** -1.5
+    op = known_matrix(lam, seed=3)
+    spec = top_eigenpairs(op, k=60, tol=1e-8, criterion="relative", basis_size=60 + 6 + 4 + 8)
+    assert spec.all_converged and spec.relative_residuals.max() <= 1e-8
+    np.testing.assert_allclose(spec.eigenvalues, lam[:60], rtol=1e-8, atol=0)
+    assert locked and max(locked) > 0, "no restart locked a pair"
+
+
+def test_clustered_spectrum_gives_every_member_once() -> None:
+    """Eight clusters of five eigenvalues 1e-7 apart: all 40 are found, none twice."""
+    centres = np.logspace(0, -2, 8)
+    lam = np.sort(np.concatenate([c * (1 + 1e-7 * np.arange(5)) for c in centres]))[::-1]
+    rest = np.linspace(0.5e-2, -0.5e-2, 260)
+    op = known_matrix(np.concatenate([lam, rest]), seed=4)
+    spec = top_eigenpairs(op, k=40, tol=1e-10, criterion="relative", basis_size=64)
+    assert spec.all_converged
+    np.testing.assert_allclose(spec.eigenvalues, lam, rtol=1e-9, atol=0)
+
+
+def test_relative_criterion_accepts_the_float32_rounding_floor() -> None:
+    """A rank-deficient float32 operator: its exact zeros cannot be resolved relatively; a
+    residual at the products' rounding level (100 eps |lambda_1|) counts as converged."""
+    g = torch.Generator().manual_seed(1)
+    U, _ = torch.linalg.qr(torch.randn(80, 80, generator=g, dtype=torch.float64))
+    values = torch.zeros(80, dtype=torch.float64)
+    values[:10] = torch.logspace(0, -1, 10, dtype=torch.float64)
+    op = MatrixOperator((U @ torch.diag(values) @ U.T).float())
+    spec = top_eigenpairs(op, k=15, criterion="relative")
+    assert spec.all_converged and spec.tol == 1e-3
+    np.testing.assert_allclose(spec.eigenvalues[:10], values[:10].numpy(), rtol=1e-3)
+    assert np.abs(spec.eigenvalues[10:]).max() <= 100 * torch.finfo(torch.float32).eps
+    with pytest.raises(UserInputError, match="criterion must be one of"):
+        top_eigenpairs(op, k=3, criterion="absolute")

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from hessian_powerlaw._results import ResultMixin
+from hessian_powerlaw.criteria import DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 
 # Hessian samples taken by default: all of a small training set, a fixed seeded (stratified)
@@ -325,6 +326,7 @@ def analyze(
     dtype: str | torch.dtype = torch.float64,
     device: str | torch.device | None = None,
     tol: float | None = None,
+    criterion: str | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     density: bool = False,
@@ -350,7 +352,8 @@ def analyze(
         model, loss, batches, params=params, dtype=parse_dtype(dtype), device=device
     )
     result = analyze_operator(
-        op, k=k, tol=tol, max_matvecs=max_matvecs, trace_matvecs=trace_matvecs,
+        op, k=k, tol=tol, criterion=criterion, max_matvecs=max_matvecs,
+        trace_matvecs=trace_matvecs,
         density=density, density_probes=density_probes, lanczos_steps=lanczos_steps,
         alpha=alpha, n_boot=n_boot, alternatives=alternatives, seed=seed, progress=progress,
         params_label=_params_label(params),
@@ -364,6 +367,7 @@ def analyze_operator(
     *,
     k: int = 100,
     tol: float | None = None,
+    criterion: str | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     density: bool = False,
@@ -377,7 +381,10 @@ def analyze_operator(
     params_label: str = "all",
 ) -> Analysis:
     """:func:`analyze` for any symmetric operator (``n``, ``dtype``, ``device``, ``matmat``):
-    a ``HessianOperator``, a ``MatrixOperator`` or a user's own."""
+    a ``HessianOperator``, a ``MatrixOperator`` or a user's own.
+
+    ``criterion`` (``"relative"`` or ``"norm"``; None: the solver's default, "relative") is
+    what ``tol`` bounds; see :func:`hessian_powerlaw.solvers.top_eigenpairs`."""
     validate_options(k, tol, trace_matvecs, alpha)
     check_int(n_boot, "n_boot", minimum=0)
     from hessian_powerlaw.operators import as_operator
@@ -392,7 +399,13 @@ def analyze_operator(
         )
     start = time.perf_counter()
     spectrum = top_eigenpairs(
-        op, k=k, tol=tol, max_matvecs=max_matvecs, seed=seed, progress=progress
+        op,
+        k=k,
+        tol=tol,
+        max_matvecs=max_matvecs,
+        seed=seed,
+        progress=progress,
+        criterion=criterion or DEFAULT_CRITERION,
     )
     resolved = resolved_eigenvalues(spectrum, op.dtype)
     fit, fit_error = fit_or_reason(resolved, alpha)
@@ -402,6 +415,7 @@ def analyze_operator(
     config = {
         "k": k,
         "tol": spectrum.tol,
+        "criterion": spectrum.criterion,
         "max_matvecs": max_matvecs,
         "dtype": dtype_name(op.dtype),
         "trace_matvecs": trace_matvecs,
@@ -511,6 +525,7 @@ def analyze_spec(
     dtype: str | torch.dtype = "float64",
     device: str | None = None,
     tol: float | None = None,
+    criterion: str | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     density: bool = True,
@@ -532,6 +547,7 @@ def analyze_spec(
     from hessian_powerlaw import zoo
     from hessian_powerlaw.solvers import default_tol
 
+    chosen_criterion = criterion or DEFAULT_CRITERION
     start = time.perf_counter()
     # the model spec matters for text data: an hf:PATH model brings its own tokenizer
     data = zoo.load_data(data_spec, seed=seed, model_spec=model_spec, seq_len=seq_len)
@@ -545,6 +561,7 @@ def analyze_spec(
         dtype=dtype,
         device=device,
         tol=tol,
+        criterion=criterion,
         max_matvecs=max_matvecs,
         alpha=alpha,
         seed=seed,
@@ -557,7 +574,8 @@ def analyze_spec(
     per_block = params == PER_BLOCK
     config = {
         **options,
-        "tol": tol if tol is not None else default_tol(parse_dtype(dtype)),
+        "tol": tol if tol is not None else default_tol(parse_dtype(dtype), chosen_criterion),
+        "criterion": chosen_criterion,
         "dtype": dtype_name(parse_dtype(dtype)),
         "batch_size": batch_size,
         "seq_len": getattr(data, "seq_len", None),

@@ -34,6 +34,7 @@ from hessian_powerlaw.analysis import (
     validate_options,
     versions,
 )
+from hessian_powerlaw.criteria import DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.io import atomic_write_json
 
@@ -150,6 +151,7 @@ def track_run(
     dtype: str = "float64",
     device: str | None = None,
     tol: float | None = None,
+    criterion: str | None = None,
     max_matvecs: int | None = None,
     trace_matvecs: int = 100,
     alpha: float = 0.05,
@@ -192,8 +194,9 @@ def track_run(
     num_samples = samples if samples is not None else default_num_samples(data)
     check_int(num_samples, "samples")
     batches = data.hessian_batches(num_samples, batch_size, seed)
-    options = dict(k=k, dtype=dtype, tol=tol, max_matvecs=max_matvecs,
-                   trace_matvecs=trace_matvecs, alpha=alpha, n_boot=n_boot, seed=seed)  # fmt: skip
+    options = dict(k=k, dtype=dtype, tol=tol, criterion=criterion or DEFAULT_CRITERION,
+                   max_matvecs=max_matvecs, trace_matvecs=trace_matvecs, alpha=alpha,
+                   n_boot=n_boot, seed=seed)  # fmt: skip
     settings = {**options, "dtype": dtype_name(parse_dtype(dtype)), "every": every,
                 "samples": min(num_samples, data.num_train), "batch_size": batch_size,
                 "params": params}  # fmt: skip

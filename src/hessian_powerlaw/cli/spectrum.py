@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, add_seq_len, print_json
+from hessian_powerlaw.criteria import CRITERIA, DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 
 EXAMPLES = """\
@@ -33,7 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="weights to load (a run's ckpt-*.pt / final.pt, or a state_dict); "
         "without it the model is at random initialisation",
     )
-    add_analysis_arguments(parser, default_k=300, per_block=True)
+    add_analysis_arguments(parser, default_k=300, per_block=True, criterion=True)
     parser.add_argument(
         "--no-density", action="store_true", help="skip the spectral density (SLQ) estimate"
     )
@@ -68,10 +69,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_analysis_arguments(
-    parser: argparse.ArgumentParser, default_k: int, per_block: bool = False
+    parser: argparse.ArgumentParser,
+    default_k: int,
+    per_block: bool = False,
+    criterion: bool = False,
 ) -> None:
     """Options shared by ``spectrum``, ``track`` and ``subspace``: what Hessian, how many
-    eigenvalues. ``per_block``: the command accepts ``--params per-block``."""
+    eigenvalues. ``per_block``: the command accepts ``--params per-block``; ``criterion``:
+    it offers ``--criterion`` (eigenvalue-only commands)."""
     parser.add_argument("--k", type=int, default=default_k, help="number of top eigenvalues")
     parser.add_argument(
         "--params",
@@ -113,13 +118,25 @@ def add_analysis_arguments(
     parser.add_argument(
         "--alpha", type=float, default=0.05, help="significance level of the KS power-law test"
     )
-    parser.add_argument(
-        "--tol",
-        type=float,
-        default=None,
-        help="relative residual ||H v - lambda v|| / |lambda_1| at which an eigenpair has "
-        "converged (default 1e-6 in float64, 1e-5 in float32)",
-    )
+    if criterion:
+        parser.add_argument(
+            "--criterion",
+            choices=CRITERIA,
+            default=DEFAULT_CRITERION,
+            help="what --tol bounds: 'relative' = ||H v - lambda v|| / |lambda| for each "
+            "eigenvalue (default; certifies every eigenvalue to --tol relative accuracy), "
+            "'norm' = ||H v - lambda v|| / |lambda_1|",
+        )
+        tol_help = (
+            "convergence tolerance of --criterion (default: relative 1e-3; norm 1e-6 in "
+            "float64, 1e-5 in float32)"
+        )
+    else:
+        tol_help = (
+            "relative residual ||H v - lambda v|| / |lambda_1| at which an eigenpair has "
+            "converged (default 1e-6 in float64, 1e-5 in float32)"
+        )
+    parser.add_argument("--tol", type=float, default=None, help=tol_help)
     parser.add_argument(
         "--max-matvecs",
         type=int,
@@ -168,8 +185,9 @@ def unconverged_warning(spec: Any) -> str:
     missed = int(sum(not bool(c) for c in spec.converged))
     return (
         f"warning: {missed} of {len(spec.converged)} eigenpairs did not reach the residual "
-        f"tolerance {spec.tol:g} within {spec.num_matvecs} products (largest residual "
-        f"{max(spec.residuals):.2g}); the fit uses them as they are. Raise --max-matvecs or "
+        f"tolerance {spec.tol:g} ({getattr(spec, 'criterion', 'norm')} criterion) within "
+        f"{spec.num_matvecs} products (largest residual {max(spec.residuals):.2g} of "
+        "|lambda_1|); the fit uses them as they are. Raise --max-matvecs or "
         "loosen --tol (float32 residuals rarely go below about 1e-5)"
     )
 
@@ -220,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         tol=args.tol,
+        criterion=args.criterion,
         max_matvecs=args.max_matvecs,
         trace_matvecs=args.trace_matvecs,
         density=not args.no_density,

@@ -127,7 +127,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
         "params": args.params,
         "dtype": args.dtype,
         "backend": args.backend,
-        "tol": args.tol if args.tol is not None else default_tol(dtype),
+        "tol": args.tol if args.tol is not None else default_tol(dtype, "norm"),
         "max_matvecs": args.max_matvecs,
         "trace_matvecs": args.trace_matvecs,
         "alpha": args.alpha,

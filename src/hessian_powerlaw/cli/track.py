@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         run,
     )
     parser.add_argument("run_dir", metavar="RUN", help="a run folder written by `train`")
-    add_analysis_arguments(parser, default_k=100)
+    add_analysis_arguments(parser, default_k=100, criterion=True)
     parser.add_argument(
         "--every", type=int, default=1, metavar="N",
         help="analyse every N-th checkpoint (the last one always)",
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         tol=args.tol,
+        criterion=args.criterion,
         max_matvecs=args.max_matvecs,
         trace_matvecs=args.trace_matvecs,
         alpha=args.alpha,

@@ -21,7 +21,8 @@ class Spectrum(ResultMixin):
             or None when not requested (never included in ``to_dict()``).
         residuals: ``||H v_i - lambda_i v_i|| / scale`` per pair (the relative residual of
             DESIGN.md, ``||H v - lambda v|| / |lambda_1|``).
-        converged: bool mask, ``residuals <= tol``; unconverged pairs are never hidden.
+        converged: bool mask, whether each pair meets ``criterion`` at ``tol``; unconverged
+            pairs are never hidden.
         num_matvecs: operator columns applied by the solver.
         num_data_passes: passes over the data (None when the operator has no data).
         seconds: wall time of the solve.
@@ -31,6 +32,11 @@ class Spectrum(ResultMixin):
         n: the operator's dimension.
         scale: ``|lambda_1|``, the largest Ritz value in magnitude the solver saw (a lower
             bound of ``||H||_2``); ``residuals * scale`` are the absolute residuals.
+        criterion: what ``tol`` bounds: ``"norm"`` (``residuals <= tol``) or ``"relative"``
+            (``relative_residuals <= tol``, or a residual at the products' rounding level;
+            see :mod:`hessian_powerlaw.solvers.lanczos`).
+        relative_residuals: ``||H v_i - lambda_i v_i|| / |lambda_i|`` per pair (None when
+            not computed).
     """
 
     eigenvalues: np.ndarray
@@ -45,6 +51,8 @@ class Spectrum(ResultMixin):
     method: str
     n: int
     scale: float
+    criterion: str = "norm"
+    relative_residuals: np.ndarray | None = None
 
     _skip_in_dict = ("eigenvectors",)
 

@@ -1,28 +1,41 @@
-"""Certified extreme eigenpairs: thick-restart block Lanczos with full reorthogonalization.
+"""Certified extreme eigenpairs: thick-restart block Lanczos with locking.
 
 For an operator ``H`` (anything with ``n``, ``dtype``, ``device``, ``matmat``) we build an
 orthonormal basis ``Q = [Q_0, Q_1, ...]`` of the block Krylov space
-``span{X, H X, H^2 X, ...}`` of a random start block ``X`` (``p`` columns), keeping
-``HQ = H Q`` alongside. Each new block is ``H Q_last`` orthogonalized against *all* of ``Q``
-(classical Gram-Schmidt applied twice, "full reorthogonalization"), so the basis stays
-orthonormal to rounding and no spurious copies of converged eigenvalues appear. The
-Gram-Schmidt coefficients are exactly the new columns of the projected matrix
-``T = Q^T H Q``, so the Rayleigh-Ritz step costs one small float64 ``eigh(T)``.
+``span{X, H X, H^2 X, ...}`` of a random start block ``X`` (``p`` columns), keeping the
+products ``HQ = H Q`` alongside. Both live in buffers allocated once (no re-copying as the basis
+grows). Each new block ``W = H Q_last`` is orthogonalized first against the last two blocks
+(the three-term recurrence, cheap) and then once against *all* of ``Q`` (full
+reorthogonalization, two BLAS-3 passes over the basis); a second full pass runs only when the
+first one removed most of the block ("twice is enough"), so the basis stays orthonormal to
+rounding and no spurious copies of converged eigenvalues appear. The Gram-Schmidt
+coefficients are exactly the new columns of the projected matrix ``T = Q^T H Q``, so the
+Rayleigh-Ritz step is one small float64 ``eigh(T)``.
 
-Convergence is checked cheaply with the Lanczos relation: ``H Q = Q T + Q_next B E^T``, so a
-Ritz pair ``(theta, y = Q s)`` has residual ``||H y - theta y|| = ||B s_last||``, where
-``s_last`` is the part of ``s`` on the last block. When the estimates of all wanted pairs are
-below ``tol``, the residuals are recomputed *from the stored products* ``HQ s - theta Q s``,
-which certifies them without trusting the recurrence (nothing is reported converged on an
-estimate alone).
+Convergence is estimated cheaply with the Lanczos relation: ``H Q = Q T + Q_next B E^T``, so
+a Ritz pair ``(theta, y = Q s)`` has residual ``||H y - theta y|| = ||B s_last||``, where
+``s_last`` is the part of ``s`` on the last block. When the estimates of all wanted pairs
+pass, the residuals are recomputed *from the stored products* ``HQ s - theta Q s``, which
+certifies them without trusting the recurrence (nothing is reported converged on an estimate
+alone). ``eigh(T)`` costs ``O(m^3)``: at ``m`` in the thousands it is run only after enough new
+columns that it stays a small fraction of the products' time.
 
-When the basis would exceed ``basis_size`` columns, it is restarted thickly: the best
-``keep`` Ritz vectors replace the basis (``Q <- Q S_keep``, ``HQ <- HQ S_keep``,
-``T <- diag(theta_keep)``) and the iteration continues from ``Q_next``, which is orthogonal to
-them; memory therefore stays ``O(n * basis_size)`` with ``basis_size = O(k + p)``.
+Convergence criterion (``criterion``), for each pair:
 
-Residuals are relative, ``||H v - lambda v|| / |lambda_1|``, with ``|lambda_1|`` the largest
-Ritz value in magnitude (a lower bound of ``||H||_2`` that converges first).
+- ``"relative"``: ``||H v - theta v|| <= tol * |theta|``. A residual bounds the distance of
+  ``theta`` to an eigenvalue of ``H``, so this certifies every eigenvalue to ``tol`` relative
+  accuracy, the tail as well as the head: what a power-law fit of the eigenvalues needs.
+  Eigenvalues below the precision of the products themselves cannot be resolved relatively;
+  a pair also counts as converged when its residual is below ``FLOOR_EPS * eps * |lambda_1|``
+  (``eps`` of the operator's dtype), the level at which the products' rounding dominates.
+- ``"norm"``: ``||H v - theta v|| <= tol * |lambda_1|``, relative to the largest Ritz value
+  in magnitude (a lower bound of ``||H||_2`` that converges first): scipy ``eigsh``'s style.
+
+When the basis would exceed ``basis_size`` columns it is restarted thickly: converged wanted
+Ritz pairs are *locked* (kept in the basis for orthogonality, no longer part of the
+Rayleigh-Ritz problem or of further restarts), the best other Ritz vectors are kept, and the
+iteration continues from ``Q_next``, which is orthogonal to them. Memory therefore stays
+``2 * n * basis_size`` numbers of the operator's dtype, ``basis_size = O(k + p)``.
 """
 
 from __future__ import annotations
@@ -37,24 +50,50 @@ import torch
 from torch import Tensor
 
 from hessian_powerlaw import distributed
+from hessian_powerlaw.criteria import CRITERIA, DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.progress import progress_bar
 from hessian_powerlaw.solvers._spectrum import Spectrum
 
-__all__ = ["DEFAULT_TOL", "default_tol", "top_eigenpairs"]
+__all__ = ["CRITERIA", "DEFAULT_CRITERION", "DEFAULT_TOL", "default_tol", "top_eigenpairs"]
 
 _WHICH = ("largest", "smallest", "both")
 
-#: Default relative residual by operator dtype. float32 Hessian-vector products carry relative
-#: errors of a few 1e-7 that add up over a batch, so residuals stall at a few 1e-6 (measured:
-#: 6.7e-6 on a float32 MLP, where a 1e-6 run spent its whole budget); 1e-5 is reachable.
-DEFAULT_TOL = {torch.float64: 1e-6, torch.float32: 1e-5}
+
+#: Default ``tol`` by criterion and operator dtype. "relative": a residual of 1e-3 |theta|
+#: bounds each eigenvalue's relative error by 1e-3 (in practice far less: the error of a
+#: Ritz value is about residual^2 / gap), which is what the fit of log-eigenvalues needs.
+#: "norm": float32 Hessian-vector products carry relative errors of a few 1e-7 that add up
+#: over a batch, so residuals stall at a few 1e-6 |lambda_1| (measured: 6.7e-6 on a float32
+#: MLP, where a 1e-6 run spent its whole budget); 1e-5 is reachable.
+DEFAULT_TOL = {
+    "relative": {torch.float64: 1e-3, torch.float32: 1e-3},
+    "norm": {torch.float64: 1e-6, torch.float32: 1e-5},
+}
+
+#: A residual below ``FLOOR_EPS * eps(dtype) * |lambda_1|`` is at the products' own rounding
+#: level (float32: 1.2e-5, float64: 2.2e-14 of |lambda_1|); "relative" accepts it.
+FLOOR_EPS = 100.0
+
+# Rayleigh-Ritz (eigh of T, O(m^3)) runs after at least this fraction of the active basis has
+# been added since the last one, unless its measured time is below this fraction of the time
+# the products of those columns took
+_RR_GROWTH = 0.1
+_RR_TIME_SHARE = 0.05
+# a pair is locked once its residual is below this share of every wanted pair's threshold
+_LOCK_SHARE = 0.1
+# rows of the basis handled at once by the in-place restart (bounds its extra memory)
+_ROW_CHUNK = 8192
 
 
-def default_tol(dtype: torch.dtype) -> float:
-    """The default ``tol`` for an operator of ``dtype``: 1e-6 (float64) or 1e-5 (float32)."""
-    return DEFAULT_TOL.get(dtype, 1e-6)
+def default_tol(dtype: torch.dtype, criterion: str = DEFAULT_CRITERION) -> float:
+    """The default ``tol`` for an operator of ``dtype`` under ``criterion``.
+
+    ``"norm"``: 1e-6 (float64) or 1e-5 (float32); ``"relative"``: 1e-3.
+    """
+    table = DEFAULT_TOL.get(criterion, DEFAULT_TOL["norm"])
+    return table.get(dtype, table[torch.float64])
 
 
 def top_eigenpairs(
@@ -68,37 +107,42 @@ def top_eigenpairs(
     seed: int = 0,
     progress: bool = False,
     basis_size: int | None = None,
+    criterion: str = DEFAULT_CRITERION,
 ) -> Spectrum:
     """The ``k`` extreme eigenpairs of a symmetric operator, each with a certified residual.
 
     Args:
         op: an operator (``n``, ``dtype``, ``device``, ``matmat``), e.g. ``HessianOperator``.
         k: the number of eigenpairs, ``1 <= k <= n``.
-        tol: stop when every wanted pair has ``||H v - lambda v|| / |lambda_1| <= tol``;
-            ``None``: :func:`default_tol` of the operator's dtype (1e-6, float32: 1e-5).
+        tol: the convergence tolerance of ``criterion``; ``None``: :func:`default_tol`
+            (relative: 1e-3; norm: 1e-6, float32 1e-5).
         which: ``"largest"`` (algebraic), ``"smallest"`` (most negative first) or ``"both"``
             (``ceil(k/2)`` largest and ``floor(k/2)`` smallest, as scipy's ``"BE"``).
         block_size: columns per ``matmat``. Default: 4 on a CPU and 16 on a GPU (at most k,
             at least 2 when k > 1). Larger blocks batch better, smaller ones need fewer
-            products; on a CPU the batching gain is small, so 4 was fastest in
-            ``benchmarks/bench_topk.py`` (docs/benchmarks.md).
+            products (``benchmarks/bench_topk.py``, docs/benchmarks.md).
         max_matvecs: budget of operator columns (default ``max(2000, 20 * (k + block))``).
             When it runs out, the pairs found are returned with ``converged`` False where
-            the residual is above ``tol``: never silently.
+            the criterion fails: never silently.
         return_vectors: also return the ``(n, k)`` eigenvectors (numpy).
         seed: seed of the random start block.
-        progress: show a progress bar of matvecs with the current largest residual.
+        progress: show a progress bar of converged eigenpairs out of ``k``.
         basis_size: maximal basis columns before a thick restart
             (default ``max(2 * (k + extra), k + extra + 4 * block)``).
+        criterion: ``"relative"`` (``||H v - theta v|| <= tol |theta|``, the default) or
+            ``"norm"`` (``<= tol |lambda_1|``); see the module docstring.
 
     Returns:
-        ``Spectrum`` with eigenvalues in descending order. The basis has the operator's dtype
-        (float32 allowed); the projected problem is solved in float64.
+        ``Spectrum`` with eigenvalues in descending order, ``residuals`` relative to
+        ``|lambda_1|`` and ``relative_residuals`` relative to each ``|theta|``. The basis has
+        the operator's dtype (float32 allowed); the projected problem is solved in float64.
     """
     op = as_operator(op)  # a matrix or scipy LinearOperator is wrapped; else: what an op is
     n = int(op.n)
+    if criterion not in CRITERIA:
+        raise UserInputError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     if tol is None:
-        tol = default_tol(op.dtype)
+        tol = default_tol(op.dtype, criterion)
     _validate(n, k, tol, which, op.dtype)
     p = _block_size(block_size, k, n, torch.device(op.device).type)
     extra = max(p, math.ceil(0.1 * k))  # Ritz pairs beyond k converge the k-th one faster
@@ -118,22 +162,24 @@ def top_eigenpairs(
     distributed.check_consistent(
         n=n, k=k, tol=tol, which=which, block=p, basis=m_max, max_matvecs=max_matvecs, seed=seed
     )
-    solver = _BlockLanczos(op, p, m_max, k, k_want, which, tol, seed)
+    test = _Criterion(criterion, float(tol), op.dtype)
+    solver = _BlockLanczos(op, p, m_max, k, k_want, which, test, seed)
     start = time.perf_counter()
     passes_before = getattr(op, "num_data_passes", None)
-    bar = progress_bar(total=max_matvecs, desc=f"top-{k} eigenpairs ({which})", enabled=progress)
+    bar = progress_bar(total=k, desc=f"top-{k} eigenpairs ({which})", enabled=progress)
     try:
-        result = solver.run(max_matvecs, bar)
+        result = solver.run(max_matvecs, bar, return_vectors)
     finally:
         bar.close()
     passes = None
     if passes_before is not None:
         passes = int(op.num_data_passes) - int(passes_before)
+    scale = result.scale
     return Spectrum(
         eigenvalues=result.values,
         eigenvectors=result.vectors if return_vectors else None,
-        residuals=result.residuals,
-        converged=result.residuals <= tol,
+        residuals=result.abs_residuals / scale,
+        converged=test.passes(result.abs_residuals, result.values, scale),
         num_matvecs=solver.matvecs,
         num_data_passes=passes,
         seconds=time.perf_counter() - start,
@@ -141,7 +187,9 @@ def top_eigenpairs(
         which=which,
         method="block-lanczos",
         n=n,
-        scale=result.scale,
+        scale=scale,
+        criterion=criterion,
+        relative_residuals=result.abs_residuals / np.maximum(np.abs(result.values), 1e-300),
     )
 
 
@@ -172,88 +220,170 @@ def _block_size(block_size: int | None, k: int, n: int, device_type: str) -> int
     return int(min(block_size, n))
 
 
+@dataclass(frozen=True)
+class _Criterion:
+    """When a pair with absolute residual ``r`` and value ``theta`` has converged."""
+
+    name: str
+    tol: float
+    dtype: torch.dtype
+
+    def thresholds(self, values: np.ndarray, scale: float) -> np.ndarray:
+        """The largest absolute residual each pair may have."""
+        if self.name == "norm":
+            return np.full(values.shape, self.tol * scale)
+        floor = FLOOR_EPS * torch.finfo(self.dtype).eps * scale
+        return np.maximum(self.tol * np.abs(values), floor)
+
+    def passes(self, residuals: np.ndarray, values: np.ndarray, scale: float) -> np.ndarray:
+        return residuals <= self.thresholds(values, scale)
+
+
 @dataclass
 class _Result:
     values: np.ndarray  # descending
-    vectors: np.ndarray
-    residuals: np.ndarray
+    vectors: np.ndarray | None
+    abs_residuals: np.ndarray  # ||H v - theta v||
     scale: float
 
 
 class _BlockLanczos:
-    """The state of one solve: basis Q, products HQ, projected T, and the pending block."""
+    """The state of one solve.
+
+    Rows ``[0, nl)`` of the buffers ``Qt``/``HQt`` (basis vectors as rows) hold locked
+    (converged) Ritz vectors and their products; rows ``[nl, m)`` the active basis, whose
+    projection is ``T[:ma, :ma]`` (``ma = m - nl``); ``next_block`` is the pending block,
+    orthogonal to all of them.
+    """
 
     def __init__(
-        self, op: Any, p: int, m_max: int, k: int, k_want: int, which: str, tol: float, seed: int
+        self,
+        op: Any,
+        p: int,
+        m_max: int,
+        k: int,
+        k_want: int,
+        which: str,
+        criterion: _Criterion,
+        seed: int,
     ) -> None:
         self.op, self.p, self.m_max = op, p, m_max
-        self.k, self.k_want, self.which, self.tol = k, k_want, which, tol
+        self.k, self.k_want, self.which, self.criterion = k, k_want, which, criterion
         self.n, self.dtype, self.device = int(op.n), op.dtype, op.device
         self.gen = torch.Generator().manual_seed(seed)
-        self.Q = torch.empty((self.n, 0), dtype=self.dtype, device=self.device)
-        self.HQ = torch.empty_like(self.Q)
-        self.T = torch.empty((0, 0), dtype=torch.float64)
+        capacity = min(m_max + p, self.n)
+        # basis vectors and their products as *rows*: a leading block of rows is contiguous,
+        # and BLAS reads it at full speed (a column slice of an (n, m) matrix was 5-10x slower)
+        self.Qt = torch.empty((capacity, self.n), dtype=self.dtype, device=self.device)
+        self.HQt = torch.empty_like(self.Qt)
+        self.T = torch.zeros((capacity, capacity), dtype=torch.float64)
         self.B = torch.empty((0, 0), dtype=torch.float64)  # H Q_last = Q T[:, last] + Q_next B
+        self.m = 0  # columns in use
+        self.nl = 0  # locked columns
+        self.locked_values = np.empty(0)
+        self.locked_residuals = np.empty(0)
         self.last = 0  # start column of the last applied block
+        self.has_previous = False  # whether a block precedes it (not after a restart)
         self.matvecs = 0
+        self.product_seconds = 0.0
+        self.rr_seconds = 0.0  # time of the last Rayleigh-Ritz step
+        self.rr_at = 0  # self.matvecs at the last Rayleigh-Ritz step
+        self.products_at_rr = 0.0  # self.product_seconds then
+        self.scale = 0.0  # largest |theta| seen
         start = self._random(p)
         self.next_block, _ = torch.linalg.qr(start)
 
     # ------------------------------------------------------------------ main loop
 
-    def run(self, max_matvecs: int, bar: Any) -> _Result:
+    def run(self, max_matvecs: int, bar: Any, want_vectors: bool) -> _Result:
         while True:
             width = min(self.next_block.shape[1], max_matvecs - self.matvecs)
             if width <= 0 or self.next_block.shape[1] == 0:
                 break  # budget spent, or the Krylov space is all of R^n
-            if self.Q.shape[1] + width > self.m_max:
+            if self.m + width > self.m_max:
                 self._restart()
             self._extend(self.next_block[:, :width])
-            bar.update(width)
+            if not self._rayleigh_ritz_due():
+                continue
             theta, S = self._ritz()
-            wanted = self._wanted(theta)
-            scale = max(float(np.abs(theta).max()), 1e-300)
-            estimates = self._estimated_residuals(S[:, wanted]) / scale
-            bar.set_postfix(residual_estimate=f"{estimates.max():.2e}", refresh=False)
+            chosen, locked = self._wanted(theta)
+            estimates = self._estimated_residuals(S[:, chosen])
+            values = np.concatenate([self.locked_values[locked], theta[chosen]])
+            bounds = np.concatenate([self.locked_residuals[locked], estimates])
+            ok = self.criterion.passes(bounds, values, self.scale)
+            # the bar counts converged pairs (estimated), never backwards
+            bar.set_postfix(matvecs=self.matvecs, refresh=False)
+            bar.update(max(int(ok.sum()) - int(bar.n), 0))
             # all k Ritz values must exist: after a breakdown (an invariant subspace, e.g. a
             # rank-deficient H) the estimates of the fewer ones found so far are all ~0
-            if len(wanted) >= self.k and estimates.max() <= self.tol:
-                result = self._certify(theta, S, wanted, scale)
-                if result.residuals.max() <= self.tol:
+            if len(values) >= self.k and ok.all():
+                result = self._certify(theta, S, chosen, locked, want_vectors)
+                if self.criterion.passes(result.abs_residuals, result.values, self.scale).all():
                     return result
         theta, S = self._ritz()
-        wanted = self._wanted(theta)
-        scale = max(float(np.abs(theta).max()), 1e-300)
-        return self._certify(theta, S, wanted, scale)
+        chosen, locked = self._wanted(theta)
+        return self._certify(theta, S, chosen, locked, want_vectors)
+
+    def _rayleigh_ritz_due(self) -> bool:
+        """Whether to solve the projected problem now: always while it is cheap, else once
+        the basis grew by ``_RR_GROWTH`` or its cost is a small share of the products'."""
+        added = self.matvecs - self.rr_at
+        if added >= _RR_GROWTH * (self.m - self.nl):
+            return True
+        product_time = self.product_seconds - self.products_at_rr
+        return self.rr_seconds <= _RR_TIME_SHARE * product_time
 
     # ------------------------------------------------------------------ one block step
 
     def _extend(self, block: Tensor) -> None:
         """Apply H to ``block``, append it, fill T's new columns, prepare the next block."""
+        started = time.perf_counter()
         W = self.op.matmat(block).detach().to(self.dtype)
-        self.matvecs += block.shape[1]
-        m_old = self.Q.shape[1]
-        self.Q = torch.cat([self.Q, block], dim=1)
-        self.HQ = torch.cat([self.HQ, W], dim=1)
-        self.last = m_old
-        m = self.Q.shape[1]
-        C, R = self._orthogonalize(W)  # W = Q C + R, R orthogonal to Q
+        self.product_seconds += time.perf_counter() - started
+        width = block.shape[1]
+        self.matvecs += width
+        m_old = self.m
+        m = m_old + width
+        self.Qt[m_old:m] = block.T
+        self.HQt[m_old:m] = W.T
+        # the three-term recurrence spans the previous block and this one
+        recurrence = self.last if self.has_previous else m_old
+        self.last, self.m = m_old, m
+        C, R = self._orthogonalize(W, recurrence)  # W = Q C + R, R orthogonal to Q (float64 C)
         self.next_block, self.B, D = self._next_block(R)  # R = Q_next B + Q D
         C = C + D
-        T = torch.zeros((m, m), dtype=torch.float64)
-        T[:m_old, :m_old] = self.T
-        T[:, m_old:] = C
-        T[m_old:, :m_old] = C[:m_old].T
-        T[m_old:, m_old:] = (C[m_old:] + C[m_old:].T) / 2
-        self.T = T
+        self.has_previous = True
+        # the projection of the active basis: locked rows are dropped (their coupling to new
+        # columns is their residual, at most tol; certificates use the stored products)
+        a0, a1 = m_old - self.nl, m - self.nl
+        Ca = C[self.nl :]
+        self.T[:a1, a0:a1] = Ca
+        self.T[a0:a1, :a0] = Ca[:a0].T
+        self.T[a0:a1, a0:a1] = (Ca[a0:] + Ca[a0:].T) / 2
 
-    def _orthogonalize(self, W: Tensor) -> tuple[Tensor, Tensor]:
-        """Classical Gram-Schmidt twice against all of Q: returns (Q^T W in float64, residual)."""
-        C1 = self.Q.T @ W
-        R = W - self.Q @ C1
-        C2 = self.Q.T @ R
-        R = R - self.Q @ C2
-        return (C1 + C2).to(torch.float64).cpu(), R
+    def _orthogonalize(self, W: Tensor, recurrence: int) -> tuple[Tensor, Tensor]:
+        """Gram-Schmidt of ``W`` against all of Q: returns (Q^T W in float64, residual).
+
+        First against the last two blocks (where the three-term recurrence puts almost all
+        of ``W``), then one pass against the whole basis, and a second one only when that
+        pass removed more than a third of what was left (Kahan's "twice is enough" test).
+        """
+        m = self.m
+        C = torch.zeros((m, W.shape[1]), dtype=torch.float64)
+        L = self.Qt[recurrence:m].T
+        c = L.T @ W
+        R = W - L @ c
+        C[recurrence:] += c.to(torch.float64).cpu()
+        Q = self.Qt[:m].T
+        for _ in range(2):
+            before = torch.linalg.vector_norm(R, dim=0)
+            c = Q.T @ R
+            R = R - Q @ c
+            C += c.to(torch.float64).cpu()
+            after = torch.linalg.vector_norm(R, dim=0)
+            if bool((after >= 0.7 * before).all()):
+                break
+        return C, R
 
     def _next_block(self, R: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Orthonormal ``Q_next`` and ``B`` with ``R = Q_next B + Q D`` (D is rounding-level).
@@ -262,7 +392,7 @@ class _BlockLanczos:
         random vectors orthogonal to Q, so the iteration continues; when the basis already
         spans the space left, the block shrinks, down to zero columns at ``n``.
         """
-        m = self.Q.shape[1]
+        m = self.m
         room = self.n - m
         if room <= 0:
             empty = torch.empty((self.n, 0), dtype=self.dtype, device=self.device)
@@ -270,15 +400,20 @@ class _BlockLanczos:
         if room < R.shape[1]:
             return self._complement_block(R, room)
         Qn, B = torch.linalg.qr(R)
-        scale = float(torch.linalg.vector_norm(self.HQ[:, self.last :], dim=0).max())
-        tiny = torch.diagonal(B).abs() <= 1e3 * torch.finfo(self.dtype).eps * scale
+        scale = float(torch.linalg.vector_norm(self.HQt[self.last : m], dim=1).max())
+        diag = torch.diagonal(B).abs()
+        tiny = diag <= 1e3 * torch.finfo(self.dtype).eps * scale
         if bool(tiny.any()):
             Qn = Qn.clone()
             Qn[:, tiny] = self._random(int(tiny.sum()))
             B = B.clone()
             B[tiny, :] = 0
-        D1 = self.Q.T @ Qn  # second pass: orthogonal to Q and within the block
-        Qn = Qn - self.Q @ D1
+        elif float(diag.min()) >= 0.1 * float(diag.max()):
+            # a well-conditioned B keeps Q_next as orthogonal to Q as R is: no second pass
+            return Qn, B.to(torch.float64).cpu(), self._zeros_d(R)
+        Q = self.Qt[:m].T
+        D1 = Q.T @ Qn  # second pass: orthogonal to Q and within the block
+        Qn = Qn - Q @ D1
         Qn, B2 = torch.linalg.qr(Qn)
         B64 = (B2.to(torch.float64) @ B.to(torch.float64)).cpu()
         D = (D1.to(torch.float64).cpu() @ B.to(torch.float64).cpu()).cpu()
@@ -286,82 +421,178 @@ class _BlockLanczos:
 
     def _complement_block(self, R: Tensor, room: int) -> tuple[Tensor, Tensor, Tensor]:
         """Near the full space: ``Q_next`` spans the orthogonal complement of Q exactly."""
-        X = torch.cat([self.Q, self._random(room)], dim=1).to(torch.float64)
+        Q = self.Qt[: self.m].T.to(torch.float64)
+        X = torch.cat([Q, self._random(room).to(torch.float64)], dim=1)
         full, _ = torch.linalg.qr(X)
-        Qn = full[:, self.Q.shape[1] :]
-        Qn = Qn - self.Q.to(torch.float64) @ (self.Q.to(torch.float64).T @ Qn)
+        Qn = full[:, self.m :]
+        Qn = Qn - Q @ (Q.T @ Qn)
         Qn, _ = torch.linalg.qr(Qn)
         B = (Qn.T @ R.to(torch.float64)).cpu()
         return Qn.to(self.dtype), B, self._zeros_d(R)
 
     def _zeros_d(self, R: Tensor) -> Tensor:
-        return torch.zeros((self.Q.shape[1], R.shape[1]), dtype=torch.float64)
+        return torch.zeros((self.m, R.shape[1]), dtype=torch.float64)
 
     # ------------------------------------------------------------------ Rayleigh-Ritz
 
     def _ritz(self) -> tuple[np.ndarray, np.ndarray]:
-        """Eigenpairs of T in float64, ascending."""
+        """Eigenpairs of the active T in float64, ascending."""
+        started = time.perf_counter()
+        ma = self.m - self.nl
         # torch's eigh (not numpy's): it respects torch's thread setting, and on a busy machine
         # an over-threaded BLAS makes even this small problem slow
-        theta, S = torch.linalg.eigh(self.T)
-        return theta.numpy(), S.numpy()
+        theta, S = torch.linalg.eigh(self.T[:ma, :ma])
+        self.rr_seconds = time.perf_counter() - started
+        self.rr_at, self.products_at_rr = self.matvecs, self.product_seconds
+        theta_np = theta.numpy()
+        if theta_np.size:
+            self.scale = max(self.scale, float(np.abs(theta_np).max()))
+        if self.locked_values.size:
+            self.scale = max(self.scale, float(np.abs(self.locked_values).max()))
+        self.scale = max(self.scale, 1e-300)
+        return theta_np, S.numpy()
 
-    def _wanted(self, theta: np.ndarray) -> np.ndarray:
-        """Indices (into ascending ``theta``) of the k wanted Ritz values."""
-        return self._select(theta, self.k)
-
-    def _select(self, theta: np.ndarray, count: int) -> np.ndarray:
-        m = theta.shape[0]
-        count = min(count, m)
-        if self.which == "largest":
-            return np.arange(m - count, m)
-        if self.which == "smallest":
-            return np.arange(0, count)
-        high = math.ceil(count / 2)
-        low = count - high
-        return np.concatenate([np.arange(0, low), np.arange(m - high, m)])
+    def _wanted(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The k wanted pairs among locked values and active Ritz values: indices into
+        ascending ``theta`` and into ``locked_values``."""
+        nl = self.locked_values.size
+        values = np.concatenate([self.locked_values, theta])
+        picked = _select(values, self.k, self.which)
+        return picked[picked >= nl] - nl, picked[picked < nl]
 
     def _estimated_residuals(self, S_wanted: np.ndarray) -> np.ndarray:
         """``||B s_last||`` per Ritz vector: the Lanczos residual, no products needed."""
         if self.B.numel() == 0:
             return np.zeros(S_wanted.shape[1])
-        S_last = torch.as_tensor(S_wanted[self.last :])
+        S_last = torch.as_tensor(S_wanted[self.last - self.nl :])
         return torch.linalg.vector_norm(self.B @ S_last, dim=0).numpy()
 
     def _certify(
-        self, theta: np.ndarray, S: np.ndarray, wanted: np.ndarray, scale: float
+        self,
+        theta: np.ndarray,
+        S: np.ndarray,
+        chosen: np.ndarray,
+        locked: np.ndarray,
+        want_vectors: bool,
     ) -> _Result:
-        """True residuals ``||HQ s - theta Q s|| / scale`` from the stored products."""
-        order = wanted[np.argsort(-theta[wanted], kind="stable")]
-        S_w = torch.as_tensor(S[:, order]).to(device=self.device, dtype=self.dtype)
-        vals = torch.as_tensor(theta[order])
-        Y = self.Q @ S_w
-        HY = self.HQ @ S_w
-        R = HY.to(torch.float64) - Y.to(torch.float64) * vals.to(self.device)
-        residuals = torch.linalg.vector_norm(R, dim=0).cpu().numpy() / scale
+        """True residuals ``||HQ s - theta Q s||`` from the stored products, for the chosen
+        active pairs; locked pairs keep the residuals certified when they were locked."""
+        S_c = torch.as_tensor(S[:, chosen]).to(device=self.device, dtype=self.dtype)
+        vals = theta[chosen]
+        residuals, Y = self._ritz_residuals(S_c, vals, want_vectors)
+        values = np.concatenate([self.locked_values[locked], vals])
+        abs_res = np.concatenate([self.locked_residuals[locked], residuals])
+        order = np.argsort(-values, kind="stable")
+        vectors = None
+        if want_vectors:
+            parts = [self.Qt[torch.as_tensor(locked, dtype=torch.long)].T.cpu(), Y.cpu()]
+            vectors = torch.cat(parts, dim=1).numpy()[:, order]
         return _Result(
-            values=theta[order].copy(), vectors=Y.cpu().numpy(), residuals=residuals, scale=scale
+            values=values[order].copy(),
+            vectors=vectors,
+            abs_residuals=abs_res[order],
+            scale=self.scale,
         )
+
+    def _ritz_residuals(
+        self, S: Tensor, values: np.ndarray, want_vectors: bool
+    ) -> tuple[np.ndarray, Tensor | None]:
+        """``||HQ_a s - theta Q_a s||`` for the columns of ``S`` (and ``Q_a S`` if wanted),
+        computed over row chunks so that only ``chunk x columns`` extra memory is needed."""
+        nl, m = self.nl, self.m
+        vals = torch.as_tensor(values, dtype=torch.float64, device=self.device)
+        squares = torch.zeros(S.shape[1], dtype=torch.float64, device=self.device)
+        Y = torch.empty((self.n, S.shape[1]), dtype=self.dtype) if want_vectors else None
+        for r0 in range(0, self.n, _ROW_CHUNK):
+            r1 = min(r0 + _ROW_CHUNK, self.n)
+            y = self.Qt[nl:m, r0:r1].T @ S
+            hy = self.HQt[nl:m, r0:r1].T @ S
+            diff = hy.to(torch.float64) - y.to(torch.float64) * vals
+            squares += (diff * diff).sum(dim=0)
+            if Y is not None:
+                Y[r0:r1] = y.cpu()
+        return squares.sqrt().cpu().numpy(), Y
 
     # ------------------------------------------------------------------ restart
 
     def _restart(self) -> None:
-        """Keep the best Ritz vectors; continue from the pending block (orthogonal to them)."""
+        """Lock converged wanted pairs, keep the best other Ritz vectors, continue from the
+        pending block (orthogonal to them)."""
         theta, S = self._ritz()
-        m = theta.shape[0]
-        keep_count = min(self.k_want + (self.m_max - self.k_want) // 3, m - self.p)
-        keep_count = max(keep_count, min(self.k_want, m - 1))
-        keep = np.sort(self._select(theta, keep_count))
+        ma = theta.shape[0]
+        nl = self.nl
+        # pairs kept in the new basis: the wanted ones plus a third of the room beyond them
+        keep_total = self.k_want + (self.m_max - self.k_want) // 3
+        keep_count = max(keep_total - nl, min(self.k_want - nl, ma - 1))
+        keep_count = max(min(keep_count, ma - self.p, self.m_max - self.p - nl), 0)
+        keep = np.sort(_select(theta, keep_count, self.which))
         S_keep = torch.as_tensor(S[:, keep]).to(device=self.device, dtype=self.dtype)
-        self.Q = self.Q @ S_keep
-        self.HQ = self.HQ @ S_keep
-        self.T = torch.diag(torch.as_tensor(theta[keep]))
+        vals = theta[keep]
+        residuals = self._rotate_in_place(S_keep, vals)
+        # lock the kept pairs that are among the k_want wanted overall and converged below
+        # every wanted pair's threshold: the coupling a locked pair leaves out of T is its
+        # residual, which must not keep the others from their own (relative) thresholds
+        all_values = np.concatenate([self.locked_values, vals])
+        wanted = _select(all_values, self.k_want, self.which)
+        in_want = np.zeros(all_values.size, dtype=bool)
+        in_want[wanted] = True
+        limit = _LOCK_SHARE * self.criterion.thresholds(all_values[wanted], self.scale).min()
+        lock = in_want[nl:] & (residuals <= limit)
+        order = np.concatenate([np.flatnonzero(lock), np.flatnonzero(~lock)])
+        if lock.any() and not lock.all():  # locked ones first, then the active rest
+            index = torch.as_tensor(order + nl, device=self.device)
+            for r0 in range(0, self.n, _ROW_CHUNK):
+                rows = slice(r0, min(r0 + _ROW_CHUNK, self.n))
+                self.Qt[nl : nl + keep.size, rows] = self.Qt[index, rows]
+                self.HQt[nl : nl + keep.size, rows] = self.HQt[index, rows]
+        new_locked = int(lock.sum())
+        self.locked_values = np.concatenate([self.locked_values, vals[lock]])
+        self.locked_residuals = np.concatenate([self.locked_residuals, residuals[lock]])
+        self.nl = nl + new_locked
+        self.m = nl + keep.size
+        active = vals[order][new_locked:]
+        self.T.zero_()
+        ma = active.size
+        self.T[:ma, :ma] = torch.diag(torch.as_tensor(active))
+        self.has_previous = False  # kept Ritz vectors are no block of the recurrence
+        self.B = torch.empty((0, 0), dtype=torch.float64)
         # the pending block: re-orthogonalize against the new basis for safety (rounding)
+        Q = self.Qt[: self.m].T
         Qn = self.next_block
-        Qn = Qn - self.Q @ (self.Q.T @ Qn)
+        Qn = Qn - Q @ (Q.T @ Qn)
         self.next_block, _ = torch.linalg.qr(Qn)
+
+    def _rotate_in_place(self, S_keep: Tensor, values: np.ndarray) -> np.ndarray:
+        """``Q_a <- Q_a S_keep`` and ``HQ_a <- HQ_a S_keep`` in place, row chunk by row chunk;
+        returns the kept pairs' true residuals ``||HQ_a s - theta Q_a s||``."""
+        nl, m, keep = self.nl, self.m, S_keep.shape[1]
+        vals = torch.as_tensor(values, dtype=torch.float64, device=self.device)
+        squares = torch.zeros(keep, dtype=torch.float64, device=self.device)
+        for r0 in range(0, self.n, _ROW_CHUNK):
+            r1 = min(r0 + _ROW_CHUNK, self.n)
+            y = self.Qt[nl:m, r0:r1].T @ S_keep
+            hy = self.HQt[nl:m, r0:r1].T @ S_keep
+            self.Qt[nl : nl + keep, r0:r1] = y.T
+            self.HQt[nl : nl + keep, r0:r1] = hy.T
+            diff = hy.to(torch.float64) - y.to(torch.float64) * vals
+            squares += (diff * diff).sum(dim=0)
+        return squares.sqrt().cpu().numpy()
 
     def _random(self, count: int) -> Tensor:
         X = torch.randn((self.n, count), generator=self.gen, dtype=torch.float64)
         # identical on every rank by construction under torch.distributed: rank 0's draw
         return distributed.broadcast(X.to(device=self.device, dtype=self.dtype))
+
+
+def _select(values: np.ndarray, count: int, which: str) -> np.ndarray:
+    """Indices of the ``count`` wanted entries of ``values`` (any order)."""
+    m = values.shape[0]
+    count = min(count, m)
+    order = np.argsort(values, kind="stable")
+    if which == "largest":
+        return order[m - count :]
+    if which == "smallest":
+        return order[:count]
+    high = math.ceil(count / 2)
+    low = count - high
+    return np.concatenate([order[:low], order[m - high :]])
