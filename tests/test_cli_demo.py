@@ -155,7 +155,7 @@ def test_default_demo_starts_on_mnist_at_a_tiny_k(
     out = tmp_path / "demo"
     assert main(["demo", "--quiet", "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
-    assert stdout.startswith("lenet trained on mnist:300 for 1 epochs")
+    assert stdout.startswith("lenet trained on mnist:300 for 1 epoch (3 steps)")
     assert "top k = 10 eigenvalues on 16 training samples" in stdout
     assert "not decisive" in stdout  # K = 10 is far below the paper's
     record = json.loads((out / "demo.json").read_text())

@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     training, settings = result.training, result.settings
     dtype = next(iter(result.states.values()))["analysis"]["config"]["dtype"]
     print(
-        f"{result.model} trained on {result.data} for {training['epochs']} epochs "
+        f"{result.model} trained on {result.data} for {training['epochs']} "
+        f"epoch{'s' * (training['epochs'] != 1)} "
         f"({training['steps']} steps): test accuracy {training['test_accuracy']:.3f}"
     )
     print(

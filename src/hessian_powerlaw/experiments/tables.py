@@ -311,7 +311,8 @@ def setting_differences(
             if _family(c.get("model")) not in short[int(epochs)]:
                 short[int(epochs)].append(_family(c.get("model")))
     for epochs, models in sorted(short.items()):
-        out.append(f"{epochs} epochs instead of {PAPER_EPOCHS} ({join_words(models)})")
+        unit = "epoch" if epochs == 1 else "epochs"
+        out.append(f"{epochs} {unit} instead of {PAPER_EPOCHS} ({join_words(models)})")
     if sizes:
         small = sorted({n for c in trained if (n := train_size(c)) is not None
                         and n < PAPER_TRAIN_SIZE and data_name(c.get("data", "")) != "digits"})
@@ -381,9 +382,9 @@ def settings_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
         steps = unique(c.get("steps") for c in trained)
         length = []
         if epochs:
-            length.append(f"{listing(epochs)} epochs")
+            length.append(f"{listing(epochs)} epoch{'s' * (epochs != [1])}")
         if steps:
-            length.append(f"{listing(steps)} steps")
+            length.append(f"{listing(steps)} step{'s' * (steps != [1])}")
         warmup = unique(c.get("warmup_steps") or None for c in trained)
         lines.append(
             f"Training: {listing(unique(c.get('optimizer') for c in trained))}, "
