@@ -9,6 +9,7 @@ docs writers on synthetic results.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def test_conditions_are_valid_at_every_scale(name: str, scale_name: str) -> None
 def test_paper_scale_records_the_papers_settings() -> None:
     scale = get_scale("paper", "/data")
     assert (scale.k, scale.epochs, scale.batch_size, scale.lr) == (1000, 50, 128, 0.1)
-    assert scale.mnist == "mnist-idx:/data/mnist"
+    assert scale.mnist == "mnist" and scale.lenet_full_epochs == 50 and not scale.warmup_epochs
     assert scale.cifar == "cifar10:/data/cifar-10-batches-bin"
     assert scale.k_resnet == 50
     conditions = get_experiment("trained-vs-random").conditions_at(scale)
@@ -80,7 +81,7 @@ def test_paper_scale_records_the_papers_settings() -> None:
         assert (cfg.schedule, cfg.epochs, cfg.batch_size) == ("step", 50, 128)
         assert c.hessian.k == (50 if cfg.model == "resnet18" else 1000)
     assert {c.config.data for c in conditions} == {
-        "mnist-idx:/data/mnist", "fashion-mnist", "cifar10:/data/cifar-10-batches-bin",
+        "mnist", "fashion-mnist", "cifar10:/data/cifar-10-batches-bin",
     }  # fmt: skip
     assert sum(c.config.model == "resnet18" for c in conditions) == 2
     (gpt,) = get_experiment("llm-generalization").conditions_at(scale)
@@ -93,19 +94,111 @@ def test_paper_scale_records_the_papers_settings() -> None:
     assert lrs["adam"] == 1e-3 and lrs["sgd-momentum"] == 0.1
 
 
-def test_cpu_scale_models_build_on_their_data() -> None:
-    """Every digits model of the cpu scale builds and has at least k parameters."""
+def test_cpu_scale_is_the_papers_settings() -> None:
+    """The cpu scale: MNIST / Fashion-MNIST, 28x28 LeNet and FCNs, K = 1000 everywhere, the
+    paper's SGD recipe, 1,000 Hessian samples, the library's solver defaults."""
+    scale = get_scale("cpu")
+    assert (scale.mnist, scale.fashion, scale.fcn) == ("mnist", "fashion-mnist", "fcn:2x100")
+    assert (scale.k, scale.samples, scale.llm_k) == (1000, 1000, 1000)
+    assert (scale.epochs, scale.batch_size, scale.lr, scale.lenet_full_epochs) == (50, 128, 0.1, 10)
+    for name in ISSUE_NAMES:
+        for c in get_experiment(name).conditions_at(scale):
+            h, cfg = c.hessian, c.config
+            assert h.k == 1000, (name, c.label)
+            assert h.tol is None and h.dtype is None and h.max_matvecs is None
+            if cfg.model.startswith("chargpt"):
+                continue
+            assert cfg.data in ("mnist", "fashion-mnist"), (name, c.label)
+            assert h.samples == min(1000, cfg.subset or 60000)
+            assert (cfg.momentum, cfg.weight_decay, cfg.schedule) == (0.9, 5e-4, "step")
+            assert cfg.warmup_steps == math.ceil((cfg.subset or 60000) / cfg.batch_size)
+            if name != "optimizers":
+                assert (cfg.optimizer, cfg.lr) == ("sgd-momentum", 0.1)
+            if name != "batch-size":
+                assert cfg.batch_size == 128
+            # FCNs and LeNet on subsets: the paper's 50 epochs; LeNet on all of MNIST: 10
+            full_lenet = cfg.model == "lenet" and cfg.subset is None
+            assert cfg.epochs == (10 if full_lenet else 50), (name, c.label)
+    table1 = get_experiment("trained-vs-random").conditions_at(scale)
+    assert [(c.config.model, c.config.data, c.trained) for c in table1] == [
+        ("lenet", "mnist", False), ("lenet", "mnist", True),
+        ("fcn:2x100", "mnist", False), ("fcn:2x100", "mnist", True),
+        ("lenet", "fashion-mnist", False), ("lenet", "fashion-mnist", True),
+    ]  # fmt: skip
+    # where the cpu scale departs from the paper it says so, in the config
+    for name in ("trained-vs-random", "optimizers", "batch-size", "label-noise",
+                 "training-progress", "eigengaps", "llm-generalization", "llm-layers"):
+        assert get_experiment(name).notes_at(scale), name
+    assert get_experiment("width").notes_at(scale) == ()  # the paper's six widths
+    assert all(not e.notes_at(get_scale("paper")) for e in EXPERIMENTS.values())
+
+
+# spectra per experiment at the cpu scale (the table in experiments.base.cpu_scale's docstring)
+CPU_SPECTRA = {
+    "trained-vs-random": 6, "optimizers": 6, "batch-size": 4, "width": 6, "depth": 3,
+    "data-size": 3, "label-noise": 3, "training-progress": 5, "eigengaps": 1,
+    "llm-generalization": 7, "llm-layers": 4,
+}  # fmt: skip
+
+
+def test_cpu_scale_fits_its_budget_and_its_docstring() -> None:
+    """`reproduce all` at the cpu scale: at most 4 hours with 5 min per LeNet spectrum; the
+    docstring's estimate is the one the cost model computes."""
+    from hessian_powerlaw.experiments import base
+    from hessian_powerlaw.experiments.budget import BUDGET_MINUTES, estimate, plan_rows
+
+    scale = get_scale("cpu")
+    estimates = [estimate(e, scale) for e in EXPERIMENTS.values()]
+    assert {e.experiment: e.spectra for e in estimates} == CPU_SPECTRA
+    high = sum(e.minutes[1] for e in estimates)
+    assert high <= BUDGET_MINUTES["cpu"], high
+    total = plan_rows(estimates)[-1]
+    assert total["spectra"] == sum(CPU_SPECTRA.values())
+    # the docstring's table: "<experiment> ... <spectra> <minutes>" per line, and the total
+    documented = {
+        line.split()[0]: line.split()[-2:]
+        for line in (base.cpu_scale.__doc__ or "").splitlines()
+        if line.split() and line.split()[0] in (*CPU_SPECTRA, "total")
+    }
+    for row in plan_rows(estimates):
+        assert documented[row["experiment"]] == [str(row["spectra"]), row["total"]], row
+
+
+def test_cpu_scale_models_have_k_parameters() -> None:
+    """Every model (and parameter group) of the cpu scale has at least K = 1000 parameters."""
+    from hessian_powerlaw.analysis import parameter_groups
+    from hessian_powerlaw.operators import _select_params
     from hessian_powerlaw.zoo import build_model, load_data
 
-    digits = load_data("digits")
+    shapes = {"mnist": load_data("digits")}  # only the model's shapes matter: (1, 28, 28)
     scale = get_scale("cpu")
+    seen = set()
     for experiment in EXPERIMENTS.values():
         for c in experiment.conditions_at(scale):
-            if c.config.data != "digits":
+            key = (c.config.model, c.hessian.params)
+            if key in seen:
                 continue
-            model = build_model(c.config.model, digits, seed=0)
-            n = sum(p.numel() for p in model.parameters())
-            assert n >= c.hessian.k, (experiment.name, c.label)
+            seen.add(key)
+            if c.config.model.startswith("chargpt"):
+                data = shapes.setdefault("text", load_data("shakespeare", seq_len=16))
+            else:
+                data = _image_shapes(shapes["mnist"])
+            model = build_model(c.config.model, data, seed=0)
+            named = dict(model.named_parameters())
+            for label, group in parameter_groups(model, c.hessian.params).items():
+                n = sum(named[name].numel() for name in _select_params(model, group))
+                assert n >= c.hessian.k, (experiment.name, c.label, label, n)
+
+
+def _image_shapes(digits: Any) -> Any:
+    """A stand-in data bundle with MNIST's shapes (what build_model reads)."""
+
+    class Shapes:
+        input_shape = (1, 28, 28)
+        num_classes = 10
+        kind = "image"
+
+    return Shapes()
 
 
 def test_batch_size_rows_follow_the_papers_phases() -> None:
@@ -271,10 +364,30 @@ def test_verdicts_are_computed_from_the_numbers() -> None:
         "(the opposite verdict for y), likely because of K = 100 instead of 1000."
     )
     assert "nothing is compared" in t.sentence([], [], ["K"])
-    causes = t.scale_differences({"name": "cpu", "k": 100, "mnist": "digits", "epochs": 20})
+    # the likely causes come from what ran: each result's config and Hessian settings
+    ran = [
+        {"trained": False, "hessian": {"k": 100}, "config": {"model": "lenet", "data": "digits",
+                                                             "epochs": 20}},
+        {"trained": True, "hessian": {"k": 100}, "config": {"model": "lenet", "data": "digits",
+                                                            "epochs": 20}},
+    ]  # fmt: skip
+    causes = t.setting_differences(ran)
     assert causes[0].startswith("K = 100 instead of 1000 (d_c = 0.136 instead of 0.043")
-    assert "digits" in causes[1] and causes[2] == "20 epochs instead of 50"
-    assert t.scale_differences({"name": "paper", "k": 1000}) == []
+    assert causes[1] == "scikit-learn digits (8x8, 1,437 training images) instead of MNIST"
+    assert causes[2] == "20 epochs instead of 50 (lenet)" and len(causes) == 3
+    fcn = [{"trained": True, "hessian": {"k": 1000},
+            "config": {"model": "fcn:2x100", "data": "mnist", "subset": 6000, "epochs": 50}}]
+    assert t.setting_differences(fcn, paper_model="lenet", paper_data="cifar10") == [
+        "MNIST instead of CIFAR-10", "fcn instead of lenet",
+        "6,000 training images instead of 60,000",
+    ]  # fmt: skip
+    assert t.setting_differences(fcn, sizes=False) == []
+    paper = [{"trained": True, "hessian": {"k": 1000},
+              "config": {"model": "lenet", "data": "mnist", "epochs": 50}}]
+    assert t.setting_differences(paper, paper_model="lenet") == []
+    # the verdict's headline is computed from the same comparisons
+    assert t.agreement(["a"], []) == "agrees" and t.agreement(["a"], ["b"]) == "partly agrees"
+    assert t.agreement([], ["b"]) == "disagrees" and t.agreement([], []) == "not compared"
     spectra = {"all": {"spectrum": {"converged": [True, False, True]}}}
     assert t.unconverged([{"label": "a", "analyses": spectra}]) == [
         "2 of 3 eigenpairs converged for a"
@@ -329,6 +442,47 @@ def test_docs_writer_renders_every_experiment_and_copies_figures(tmp_path: Path)
     assert "Total measured time: 25 s" in page
     assert "- [Title of width](#title-of-width-width): 12 s" in page
     assert not stale.exists()  # figures of earlier runs of these experiments are removed
+
+
+def test_docs_show_settings_notes_and_a_computed_verdict_headline(tmp_path: Path) -> None:
+    record = {
+        **_synthetic_record(tmp_path, "width"),
+        "agreement": "partly agrees",
+        "settings": ["Models: fcn:2x10.", "Hessian: K = 1000 on 1000 samples; 6 spectra."],
+        "notes": ["Widths 10 and 100 only: fewer spectra."],
+    }
+    page = render_docs([record], {}, "cmd")
+    assert "### Settings\n\n- Models: fcn:2x10.\n- Hessian: K = 1000" in page
+    assert ("### Where these settings depart from the paper's, and why\n\n"
+            "- Widths 10 and 100 only: fewer spectra.") in page  # fmt: skip
+    assert ("**Verdict: the finding holds only in part here (partly agrees with the paper).** "
+            "Agrees with the paper about width.") in page  # fmt: skip
+    assert "(#title-of-width-width): 12 s, partly agrees" in page
+
+
+def test_settings_lines_say_what_ran() -> None:
+    results = [
+        {"trained": False, "config": {"model": "lenet", "data": "mnist", "epochs": 10},
+         "hessian": {"k": 1000}, "num_samples": 1000,
+         "analyses": {"all": {"config": {"dtype": "float32", "tol": 0.001}}}},
+        {"trained": True, "config": {"model": "lenet", "data": "mnist", "epochs": 10,
+                                     "optimizer": "sgd-momentum", "lr": 0.1, "batch_size": 128,
+                                     "warmup_steps": 469},
+         "hessian": {"k": 1000}, "num_samples": 1000,
+         "analyses": {"all": {"config": {"dtype": "float32", "tol": 0.001}}}},
+        {"trained": True, "track": {"entries": [{}, {}, {}]},
+         "config": {"model": "fcn:2x100", "data": "mnist:6000", "epochs": 50,
+                    "optimizer": "sgd-momentum", "lr": 0.1, "batch_size": 128},
+         "hessian": {"k": 1000}, "num_samples": 1000, "analyses": {"all": {}}},
+    ]  # fmt: skip
+    assert t.settings_lines(results) == [
+        "Models: lenet, fcn:2x100.",
+        "Data: mnist (60,000 training images), mnist (6,000 training images).",
+        "Training: sgd-momentum, lr 0.1, batch 128, 10, 50 epochs, linear lr warm-up over 469 "
+        "steps.",
+        "Hessian: K = 1000 on 1000 samples (float32 products, solver tol 0.001); 5 spectra.",
+    ]
+    assert t.settings_lines([]) == []
 
 
 def test_docs_name_a_mixed_scale() -> None:

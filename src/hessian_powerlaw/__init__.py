@@ -28,7 +28,7 @@ _EXPORTS: dict[str, str] = {
     "Analysis": "hessian_powerlaw.analysis",
     "track_run": "hessian_powerlaw.tracking",
     "HessianHook": "hessian_powerlaw.hooks",
-    "run_demo": "hessian_powerlaw.tracking",
+    "run_demo": "hessian_powerlaw.demo",
     "write_report": "hessian_powerlaw.report",
     "MatrixOperator": "hessian_powerlaw.operators",
     "TraceEstimate": "hessian_powerlaw.solvers",

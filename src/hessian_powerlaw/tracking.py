@@ -1,4 +1,4 @@
-"""Hessian analyses across model states: a run's checkpoints (``track``) and the demo.
+"""Hessian analyses along a training run's checkpoints (``track``).
 
 :func:`track_run` analyses each checkpoint of a training run (see ``training.py``), records
 its train/test loss and accuracy and the generalization gap (test loss - train loss), and
@@ -7,9 +7,6 @@ correlates every Hessian measure with test loss and with the gap across checkpoi
 is rewritten atomically after every checkpoint, so an interruption (Ctrl-C) keeps every
 finished checkpoint, and a second call skips the checkpoints already analysed with the same
 settings.
-
-:func:`run_demo` is the embedded default: a LeNet trained on digits, and the spectra of its
-random initialisation and of the trained network side by side (the paper's Table 1).
 """
 
 from __future__ import annotations
@@ -280,142 +277,3 @@ def run_checkpoints(run: Any) -> list[tuple[int, str]]:
         if final_step not in {step for step, _ in checkpoints}:
             checkpoints.append((final_step, str(run.final)))
     return sorted(checkpoints)
-
-
-# --------------------------------------------------------------------------------------
-# The demo: random init vs trained (the paper's Table 1 contrast)
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DemoSettings(ResultMixin):
-    """Scale of the demo (see :data:`DEMO_PRESETS`).
-
-    The Hessian-vector products run in float32: on a CPU, float64 convolutions are about 5x
-    slower, and the top eigenvalues the fit uses are resolved far above float32 rounding
-    (residuals are checked against ``tol``; values within 100 eps of zero are not fitted).
-    """
-
-    model: str
-    data: str
-    epochs: int
-    batch_size: int
-    k: int
-    samples: int | None
-    dtype: str
-    tol: float
-    trace_matvecs: int
-    density: bool
-    seed: int = 0
-
-
-# default: under 3 minutes on 2 CPU cores; quick: under 1 minute (measured, see README)
-DEMO_PRESETS: dict[str, DemoSettings] = {
-    "default": DemoSettings("lenet", "digits", epochs=20, batch_size=128, k=100, samples=None,
-                            dtype="float32", tol=1e-5, trace_matvecs=60, density=True),
-    "quick": DemoSettings("lenet", "digits", epochs=20, batch_size=128, k=60, samples=600,
-                          dtype="float32", tol=1e-5, trace_matvecs=30, density=False),
-}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class DemoResult(ResultMixin):
-    """``demo.json``: the training run, and the analysis of each state with the table."""
-
-    kind: str = field(default="demo", init=False)  # first key of the JSON file
-    out: str
-    model: str
-    data: str
-    num_samples: int
-    training: dict[str, Any]
-    states: dict[str, dict[str, Any]]
-    table: list[dict[str, Any]]
-    settings: DemoSettings
-    versions: dict[str, str]
-    seconds: float
-
-
-def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
-    """One row per state: model, state, k, s, d_ks, d_c, power law?, lambda_max, trace."""
-    from hessian_powerlaw.report.tables import summary_row
-
-    rows = []
-    for name, state in states.items():
-        row = summary_row(state["analysis"], model=model, state=name)
-        row["test_accuracy"] = state["evaluation"]["test"]["accuracy"]
-        rows.append(row)
-    return rows
-
-
-def demo_checkpoints(epochs: int) -> tuple[int, ...]:
-    """Epochs 0, 1, 2, 4, 8, ... and the last: the demo's run is ready for ``track``."""
-    marks = {0, epochs}
-    mark = 1
-    while mark < epochs:
-        marks.add(mark)
-        mark *= 2
-    return tuple(sorted(marks))
-
-
-def run_demo(
-    out: str | os.PathLike[str] = "results/demo",
-    *,
-    quick: bool = False,
-    settings: DemoSettings | None = None,
-    progress: bool = False,
-) -> DemoResult:
-    """Train a LeNet on digits, analyse its random-init and trained Hessians, write outputs.
-
-    ``OUT`` receives ``demo.json``, ``demo.png`` (both rank plots with their fits), one rank
-    plot per state, ``report.html`` and the training run folder ``run/``; everything appears
-    at once when the demo finishes (``io.staged_dir``), nothing if it fails or is
-    interrupted: not even ``OUT`` itself when this call created it.
-    """
-    from hessian_powerlaw.io import staged_dir
-    from hessian_powerlaw.report.html import write_report
-    from hessian_powerlaw.report.outputs import write_demo_figures
-    from hessian_powerlaw.training import TrainConfig, load_config_data, load_weights, train
-    from hessian_powerlaw.zoo import build_model
-
-    chosen = settings or DEMO_PRESETS["quick" if quick else "default"]
-    start = time.perf_counter()
-    with staged_dir(out, remove_new_on_failure=True) as stage:
-        config = TrainConfig(
-            model=chosen.model, data=chosen.data, epochs=chosen.epochs,
-            batch_size=chosen.batch_size, seed=chosen.seed,
-            checkpoint_epochs=demo_checkpoints(chosen.epochs),
-        )  # fmt: skip
-        data = load_config_data(config)
-        trained = train(config, stage / "run", progress=progress, data=data)
-        batches = data.hessian_batches(chosen.samples, None, chosen.seed)
-        num_samples = sum(int(b[1].shape[0]) for b in batches)
-        # the run's own step 0 (its initial weights) and its end
-        files = {"random init": "ckpt-0.pt", "trained": "final.pt"}
-        models = {name: build_model(config.model, data, seed=config.seed) for name in files}
-        for name, file in files.items():
-            load_weights(models[name], stage / "run" / file)
-        states: dict[str, dict[str, Any]] = {}
-        for name, model in models.items():
-            model.eval()
-            analysis = analyze(model, data.loss, batches, k=chosen.k, alpha=0.05,
-                               dtype=chosen.dtype, tol=chosen.tol,
-                               trace_matvecs=chosen.trace_matvecs, density=chosen.density,
-                               seed=chosen.seed, progress=progress)  # fmt: skip
-            evaluation = {split: dict(data.evaluate(model, split)) for split in ("train", "test")}
-            states[name] = {"analysis": analysis.to_dict(), "evaluation": evaluation}
-        training = {
-            "epochs": config.epochs, "steps": trained.steps, "batch_size": config.batch_size,
-            "optimizer": config.optimizer, "lr": config.lr, "seconds": trained.seconds,
-            # final metrics, less their "lr" (the last scheduled rate, not the base rate)
-            **{k: v for k, v in trained.final_metrics.items() if k != "lr"},
-        }  # fmt: skip
-        result = DemoResult(
-            out=str(out), model=chosen.model, data=chosen.data, num_samples=num_samples,
-            training=training, states=states, table=demo_table(states, chosen.model),
-            settings=chosen, versions=versions(), seconds=time.perf_counter() - start,
-        )  # fmt: skip
-        record = result.to_dict()
-        atomic_write_json(stage / "demo.json", record)
-        write_demo_figures(record, stage)
-        write_report(stage, title="hessian-powerlaw demo: random init vs trained LeNet")
-    return result

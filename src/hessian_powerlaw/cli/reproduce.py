@@ -31,6 +31,7 @@ EXAMPLES = """\
   hessian-powerlaw reproduce optimizers --quick --out /tmp/opt
   hessian-powerlaw reproduce all --quick                  # every experiment, smallest settings
   hessian-powerlaw reproduce all --write-docs             # and regenerate docs/reproduction.md
+  hessian-powerlaw reproduce all --plan                   # what the cpu scale runs, and how long
   hessian-powerlaw reproduce width --scale paper --data-root ~/data   # the paper's settings (GPU)
 """
 
@@ -49,7 +50,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scale", choices=("quick", "cpu", "paper"), default=None,
-        help="cpu: minutes on a 2-core CPU (default); paper: the paper's settings, for GPUs",
+        help="cpu (default): the paper's data and K = 1000, cut to run in about 4 hours on a "
+        "2-core CPU; quick: the smallest settings (CI); paper: the paper's settings, for GPUs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--plan", action="store_true",
+        help="print each experiment's data, models, K, samples, epochs, spectra and estimated "
+        "minutes at the scale, and exit without running anything",
     )  # fmt: skip
     parser.add_argument(
         "--out", metavar="DIR", default=None,
@@ -58,7 +65,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--data-root", metavar="DIR", default="data",
-        help="--scale paper: folder with mnist/ (IDX files) and cifar-10-batches-bin/",
+        help="--scale paper: folder with cifar-10-batches-bin/ (MNIST and Fashion-MNIST come "
+        "from their packages)",
     )  # fmt: skip
     parser.add_argument(
         "--device", default=None, help="torch device for training and Hessians (e.g. cuda)"
@@ -114,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         outs = {names[0]: Path(args.out or f"results/{names[0]}")}
     if args.write_docs and args.name != "all":
         raise UserInputError("--write-docs needs all experiments: use `reproduce all --write-docs`")
+    if args.plan:
+        return _print_plan([EXPERIMENTS[name] for name in names], scale, args.json)
 
     def log(line: str) -> None:
         if not args.quiet:
@@ -145,16 +155,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_plan(experiments: list[Any], scale: Any, as_json: bool) -> int:
+    from hessian_powerlaw.experiments.budget import (
+        BUDGET_MINUTES,
+        PLAN_COLUMNS,
+        estimate,
+        plan_rows,
+    )
+    from hessian_powerlaw.report.tables import text_table
+
+    estimates = [estimate(experiment, scale) for experiment in experiments]
+    if as_json:
+        print_json([{**e.to_dict(), "minutes": e.minutes} for e in estimates])
+        return 0
+    print(f"{scale.name} scale: estimated minutes on 2 CPU cores (nothing is run)")
+    print()
+    print(text_table(plan_rows(estimates), PLAN_COLUMNS))
+    budget = BUDGET_MINUTES.get(scale.name)
+    if budget is not None:
+        print(f"budget of `reproduce all` at this scale: {budget:.0f} minutes")
+    for experiment in experiments:
+        for note in experiment.notes_at(scale):
+            print(f"- {experiment.name}: {note}")
+    return 0
+
+
 def _flags(scale: str) -> str:
     return {"quick": " --quick", "cpu": "", "paper": " --scale paper"}[scale]
 
 
 def _print_summary(record: dict[str, Any]) -> None:
-    from hessian_powerlaw.experiments.tables import markdown_table
+    from hessian_powerlaw.experiments.tables import markdown_table, verdict_line
 
     print(f"== {record['experiment']} ({record['scale']} scale, {record['seconds']:.0f} s)")
+    for line in record.get("settings") or []:
+        print(line)
     print(markdown_table(record["rows"], record["columns"]))
-    print(f"Verdict: {record['verdict']}")
+    print(verdict_line(record).replace("**", ""))
     count = len(record["figures"])
     print(f"wrote {record['out']}/results.json, table.md and {count} figure{'s' * (count != 1)}")
     print()

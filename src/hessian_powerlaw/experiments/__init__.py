@@ -4,7 +4,8 @@
 :class:`~hessian_powerlaw.experiments.base.Experiment`; :func:`run_experiment` runs one at a
 scale ("quick", "cpu", "paper") and :func:`write_docs` turns the results into
 ``docs/reproduction.md``. The paper's published numbers live in
-:mod:`hessian_powerlaw.experiments.paper`.
+:mod:`hessian_powerlaw.experiments.paper`; :mod:`hessian_powerlaw.experiments.budget` counts
+the spectra of each experiment at a scale and estimates its time (``reproduce --plan``).
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ class ExperimentResult(ResultMixin):
     ``seconds`` is this call's wall time (short when earlier results were reused);
     ``compute_seconds`` the time the numbers took to compute: the recorded time of every
     condition (training and analysis, whenever it ran) plus this call's summary and figures.
+    ``agreement`` is the verdict's computed headline ("agrees", "partly agrees", "disagrees",
+    "not compared"); ``settings`` says what ran (models, data, training, Hessian, spectra),
+    computed from the conditions; ``notes`` are the experiment's notes on where this scale
+    departs from the paper's settings and why.
     """
 
     experiment: str
@@ -65,6 +69,9 @@ class ExperimentResult(ResultMixin):
     compute_seconds: float
     versions: dict[str, str]
     kind: str = field(default="reproduce")
+    agreement: str = "not compared"
+    settings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def command_for(name: str, scale: str) -> str:
@@ -123,8 +130,9 @@ def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | No
 
 
 def _hessian_options(condition: Condition) -> dict[str, Any]:
+    """The analysis options of a condition; a ``dtype`` of ``None`` is left to the library."""
     h = condition.hessian
-    return {
+    options = {
         "k": h.k,
         "dtype": h.dtype,
         "tol": h.tol,
@@ -133,6 +141,9 @@ def _hessian_options(condition: Condition) -> dict[str, Any]:
         "alpha": h.alpha,
         "seed": h.seed,
     }
+    if options["dtype"] is None:
+        del options["dtype"]
+    return options
 
 
 def _analyse_state(
@@ -252,7 +263,7 @@ def run_experiment(
     """
     from hessian_powerlaw.analysis import versions
     from hessian_powerlaw.experiments.paper import PAPER_ROWS
-    from hessian_powerlaw.experiments.tables import markdown_report
+    from hessian_powerlaw.experiments.tables import markdown_report, settings_lines
 
     start = time.perf_counter()
     folder = ensure_writable_dir(out)
@@ -299,6 +310,9 @@ def run_experiment(
             + time.perf_counter()
             - summary_start,
             versions=versions(),
+            agreement=summary.agreement,
+            settings=settings_lines(results),
+            notes=list(experiment.notes_at(scale)),
         )
         record = result_obj.to_dict()
         atomic_write_json(stage / RESULTS_FILE, record)

@@ -22,12 +22,26 @@ from hessian_powerlaw.report.tables import (
     summary_row,
 )
 
-# The paper's Hessian size and data, for naming what our run does differently.
+# The paper's Hessian size and training, for naming what our run does differently.
 PAPER_K = 1000
 PAPER_EPOCHS = 50
-DATA_NAMES = {
-    "digits": "scikit-learn digits (8x8, 1,437 training images) instead of MNIST",
+PAPER_TRAIN_SIZE = 60000
+# data set names as the sentences say them
+DATA_LABELS = {
+    "digits": "scikit-learn digits (8x8, 1,437 training images)",
+    "mnist": "MNIST",
+    "mnist-idx": "MNIST",
     "fashion-mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "shakespeare": "Shakespeare",
+}
+# (training, test) examples of each image data set, before ``:N`` or ``subset``
+DATA_SIZES: dict[str, tuple[int, int]] = {
+    "digits": (1437, 360),
+    "mnist": (60000, 10000),
+    "mnist-idx": (60000, 10000),
+    "fashion-mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
 }
 
 MEASURE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -148,9 +162,28 @@ CORRELATION_COLUMNS = (
 )
 
 
+def verdict_line(record: Mapping[str, Any]) -> str:
+    """``**Verdict: <computed headline>.** <computed sentence>`` (older files: no headline)."""
+    headline = AGREEMENT_HEADLINES.get(str(record.get("agreement")))
+    if headline is None:
+        return f"**Verdict.** {record.get('verdict', '')}"
+    return f"**Verdict: {headline}.** {record.get('verdict', '')}"
+
+
 def results_section(record: Mapping[str, Any], heading: str = "###") -> str:
-    """Our table (next to the paper's numbers), correlations, the paper's rows, the verdict."""
-    parts = [
+    """The settings that ran and where they depart from the paper's, our table (next to the
+    paper's numbers), correlations, the paper's rows, the verdict."""
+    parts = []
+    if record.get("settings"):
+        parts += [f"{heading} Settings", "", *(f"- {line}" for line in record["settings"]), ""]
+    if record.get("notes"):
+        parts += [
+            f"{heading} Where these settings depart from the paper's, and why",
+            "",
+            *(f"- {note}" for note in record["notes"]),
+            "",
+        ]
+    parts += [
         f"{heading} Our results next to the paper's",
         "",
         markdown_table(record.get("rows") or [], record.get("columns") or []),
@@ -169,7 +202,7 @@ def results_section(record: Mapping[str, Any], heading: str = "###") -> str:
             "",
             markdown_table(record["paper"], PAPER_TABLE_COLUMNS),
         ]
-    parts += ["", f"**Verdict.** {record.get('verdict', '')}"]
+    parts += ["", verdict_line(record)]
     return "\n".join(parts)
 
 
@@ -185,7 +218,8 @@ def markdown_report(record: Mapping[str, Any]) -> str:
         "",
     ]
     figures = [f"![{name}]({name})" for name in record.get("figures") or []]
-    return "\n".join(head) + results_section(record, "##") + "\n\n" + "\n".join(figures) + "\n"
+    body = results_section(record, "##")
+    return "\n".join(head) + "\n" + body + "\n\n" + "\n".join(figures) + "\n"
 
 
 # --------------------------------------------------------------------------------------
@@ -208,26 +242,169 @@ def verdict_agreement(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int, list
     return agree, total, wrong
 
 
-def scale_differences(scale: Mapping[str, Any], k: int | None = None) -> list[str]:
-    """How our scale differs from the paper's, in words: the likely causes of disagreement."""
-    if scale.get("name") == "paper":
-        return []
+def data_name(spec: str) -> str:
+    """The data set of a data spec: ``mnist:6000`` -> ``mnist``."""
+    return str(spec).partition(":")[0]
+
+
+def train_size(config: Mapping[str, Any]) -> int | None:
+    """Training examples of a run's image data after ``:N`` and ``subset`` (a config dict);
+    ``None`` for data whose size is not known here (text)."""
+    spec = str(config.get("data", ""))
+    name, _, rest = spec.partition(":")
+    if name not in DATA_SIZES:
+        return None
+    n = DATA_SIZES[name][0]
+    count = rest.rpartition(":")[2] if name in ("mnist-idx", "cifar10") else rest
+    if count.isdigit():
+        n = min(n, int(count))
+    if config.get("subset") is not None:
+        n = min(n, int(config["subset"]))
+    return n
+
+
+def _family(model: Any) -> str:
+    return str(model).partition(":")[0]
+
+
+def setting_differences(
+    results: Sequence[Mapping[str, Any]],
+    *,
+    paper_model: str | None = None,
+    paper_data: str | None = "mnist",
+    sizes: bool = True,
+) -> list[str]:
+    """How the runs behind ``results`` differ from the paper's settings, in words.
+
+    Computed from each result's ``config`` and ``hessian`` (what actually ran): a K below the
+    paper's 1000 (with both critical values), data other than ``paper_data``, models other
+    than ``paper_model``, fewer than 50 epochs and (``sizes``) training sets smaller than
+    MNIST's 60,000. These are the likely causes when a comparison fails.
+    """
     out = []
-    k = k if k is not None else scale.get("k")
-    if k is not None and k < PAPER_K:
+    ks = [int((r.get("hessian") or {})["k"]) for r in results if (r.get("hessian") or {}).get("k")]
+    if ks and min(ks) < PAPER_K:
         from hessian_powerlaw.powerlaw import critical_value
 
+        k = min(ks)
         out.append(
             f"K = {k} instead of {PAPER_K} (d_c = {critical_value(k):.3f} instead of "
             f"{critical_value(PAPER_K):.3f}, a weaker KS test)"
         )
-    data = DATA_NAMES.get(str(scale.get("mnist")))
-    if data:
-        out.append(data)
-    epochs = scale.get("epochs")
-    if epochs is not None and epochs < PAPER_EPOCHS:
-        out.append(f"{epochs} epochs instead of {PAPER_EPOCHS}")
+    configs = [r.get("config") or {} for r in results]
+    if paper_data is not None:
+        ours = [n for n in dict.fromkeys(data_name(c.get("data", "")) for c in configs) if n]
+        others = [n for n in ours if DATA_LABELS.get(n, n) != DATA_LABELS.get(paper_data)]
+        if others:
+            names = join_words([DATA_LABELS.get(n, n) for n in others])
+            out.append(f"{names} instead of {DATA_LABELS.get(paper_data, paper_data)}")
+    if paper_model is not None:
+        models = [m for m in dict.fromkeys(_family(c.get("model")) for c in configs)]
+        if models and paper_model not in models:
+            out.append(f"{join_words(models)} instead of {paper_model}")
+    trained = [c for c, r in zip(configs, results) if r.get("trained", True)]
+    short: dict[int, list[str]] = {}
+    for c in trained:
+        epochs = c.get("epochs")
+        if epochs is not None and epochs < PAPER_EPOCHS:
+            short.setdefault(int(epochs), [])
+            if _family(c.get("model")) not in short[int(epochs)]:
+                short[int(epochs)].append(_family(c.get("model")))
+    for epochs, models in sorted(short.items()):
+        unit = "epoch" if epochs == 1 else "epochs"
+        out.append(f"{epochs} {unit} instead of {PAPER_EPOCHS} ({join_words(models)})")
+    if sizes:
+        small = sorted({n for c in trained if (n := train_size(c)) is not None
+                        and n < PAPER_TRAIN_SIZE and data_name(c.get("data", "")) != "digits"})
+        if small:  # fmt: skip
+            counts = join_words([f"{n:,}" for n in small])
+            out.append(f"{counts} training images instead of {PAPER_TRAIN_SIZE:,}")
     return out
+
+
+AGREEMENTS = ("agrees", "partly agrees", "disagrees", "not compared")
+AGREEMENT_HEADLINES = {
+    "agrees": "the finding holds here (agrees with the paper)",
+    "partly agrees": "the finding holds only in part here (partly agrees with the paper)",
+    "disagrees": "the finding does not hold here (disagrees with the paper)",
+    "not compared": "nothing here is compared with the paper",
+}
+
+
+def agreement(agreements: Sequence[str], disagreements: Sequence[str]) -> str:
+    """The verdict's headline from its computed comparisons: "agrees" (all comparisons
+    agree), "partly agrees", "disagrees" (none agrees) or "not compared" (none made)."""
+    if agreements and disagreements:
+        return "partly agrees"
+    if agreements:
+        return "agrees"
+    if disagreements:
+        return "disagrees"
+    return "not compared"
+
+
+def spectra_count(result: Mapping[str, Any]) -> int:
+    """Spectra behind one condition result (one per tracked checkpoint or per block)."""
+    if result.get("track"):
+        return len(result["track"].get("entries") or [])
+    return len(result.get("analyses") or {})
+
+
+def settings_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the conditions actually ran, in words, from their configs and analyses.
+
+    One line each for the models, the data (training-set sizes), the training (optimizer,
+    learning rate, batch, epochs or steps) and the Hessian (K, samples, product dtype and
+    solver tolerance as the analyses record them, number of spectra).
+    """
+    if not results:
+        return []
+    configs = [r.get("config") or {} for r in results]
+    trained = [c for c, r in zip(configs, results) if r.get("trained", True)]
+
+    def unique(values: Any) -> list[Any]:
+        return [v for v in dict.fromkeys(values) if v is not None]
+
+    def listing(values: Sequence[Any]) -> str:
+        return ", ".join(format_value(v) if not isinstance(v, str) else v for v in values)
+
+    data = []
+    for c in configs:
+        n = train_size(c)
+        text = data_name(c.get("data", "")) + (f" ({n:,} training images)" if n else "")
+        data.append(text)
+    lines = [
+        f"Models: {listing(unique(c.get('model') for c in configs))}.",
+        f"Data: {listing(unique(data))}.",
+    ]
+    if trained:
+        epochs = unique(c.get("epochs") for c in trained)
+        steps = unique(c.get("steps") for c in trained)
+        length = []
+        if epochs:
+            length.append(f"{listing(epochs)} epoch{'s' * (epochs != [1])}")
+        if steps:
+            length.append(f"{listing(steps)} step{'s' * (steps != [1])}")
+        warmup = unique(c.get("warmup_steps") or None for c in trained)
+        lines.append(
+            f"Training: {listing(unique(c.get('optimizer') for c in trained))}, "
+            f"lr {listing(unique(c.get('lr') for c in trained))}, "
+            f"batch {listing(unique(c.get('batch_size') for c in trained))}, "
+            f"{' / '.join(length)}"
+            + (f", linear lr warm-up over {listing(warmup)} steps" if warmup else "")
+            + "."
+        )
+    analyses = [a for r in results for a in (r.get("analyses") or {}).values()]
+    ks = unique((r.get("hessian") or {}).get("k") for r in results)
+    samples = unique(r.get("num_samples") for r in results)
+    dtypes = unique((a.get("config") or {}).get("dtype") for a in analyses)
+    tols = unique((a.get("config") or {}).get("tol") for a in analyses)
+    text = f"Hessian: K = {listing(ks)} on {listing(samples)} samples"
+    if dtypes or tols:
+        text += f" ({listing(dtypes)} products, solver tol {listing(tols)})"
+    count = sum(spectra_count(r) for r in results)
+    lines.append(f"{text}; {count} {'spectrum' if count == 1 else 'spectra'}.")
+    return lines
 
 
 def unconverged(results: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.io import atomic_write_text
 from hessian_powerlaw.report import plots
-from hessian_powerlaw.report.outputs import spectrum_analyses
+from hessian_powerlaw.report.outputs import demo_plot, spectrum_analyses
 from hessian_powerlaw.report.tables import (
     CORRELATION_COLUMNS,
     correlation_rows,
@@ -409,24 +409,27 @@ def render_demo(result: ResultFile, root: Path) -> str:
     parts.append(
         "<p>The paper's Table 1 contrast (LeNet on MNIST, K = 1000): the top Hessian "
         "eigenvalues of the randomly initialised network are not a power law (d_ks = 0.0796 "
-        "&ge; d_c = 0.043), those of the trained network are (d_ks = 0.0090, s = 1.009). Next "
-        "to the paper's KS verdict the table gives two tests that go beyond it: the bootstrap "
-        "p-value of the fit (Clauset et al.; small = not a power law) and the normalised "
-        "log-likelihood ratio against an exponential law (&gt; 0 favours the power law).</p>"
+        "&ge; d_c = 0.043), those of the trained network are (d_ks = 0.0090, s = 1.009). The "
+        "table leads with that test and the paper's numbers; beside it stand two tests that go "
+        "beyond it: the bootstrap p-value of the fit (Clauset et al.; small = not a power law) "
+        "and the normalised log-likelihood ratio against an exponential law (&gt; 0 favours "
+        "the power law).</p>"
     )
     parts.append(html_table(data.get("table") or [], DEMO_COLUMNS, caption="Power-law test"))
     lines = demo_summary(data.get("table") or []).splitlines()
+    lines += [f"Note: {note}" for note in data.get("notes") or []]
     parts.append("<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+    if data.get("finding"):
+        verdict = "".join(f"<li>{html.escape(str(v))}</li>" for v in data.get("verdict") or [])
+        parts.append(f"<p><strong>{html.escape(str(data['finding']))}</strong></p>"
+                     + (f"<ul>{verdict}</ul>" if verdict else ""))  # fmt: skip
     states: Mapping[str, Any] = data.get("states") or {}
-    series = {
-        name: (s["analysis"]["spectrum"]["eigenvalues"], s["analysis"].get("fit"))
-        for name, s in states.items()
-    }
     figures = [
         _safe_figure(
-            lambda: plots.overlay_rank_plot(series, title="Random init vs trained"),
+            lambda: demo_plot(data),
             "random vs trained",
-            "Top eigenvalues of the random-init and trained networks with their fitted power laws.",
+            "The paper's test (d_ks against d_c, with the paper's d_ks) and the top eigenvalues "
+            "of the random-init and trained networks with their fitted power laws.",
         )
     ]
     parts.append(_figures(figures))

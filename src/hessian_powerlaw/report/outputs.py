@@ -92,15 +92,24 @@ def write_track_figures(track: Mapping[str, Any], folder: Path) -> list[Path]:
     return written
 
 
-def write_demo_figures(demo: Mapping[str, Any], folder: Path) -> list[Path]:
-    """The random-vs-trained rank plot (``demo.png``) and each state's rank plot and CDF."""
+def demo_plot(demo: Mapping[str, Any]) -> Any:
+    """The demo's figure (:func:`plots.demo_figure`) from a ``demo.json`` dict."""
     states: Mapping[str, Any] = demo.get("states") or {}
     series = {
         name: (s["analysis"]["spectrum"]["eigenvalues"], s["analysis"].get("fit"))
         for name, s in states.items()
     }
+    paper = {name: (cells or {}).get("paper_d_ks") for name, cells in
+             (demo.get("paper") or {}).items()}  # fmt: skip
     title = f"{demo.get('model')} on {demo.get('data')}: random init vs trained"
-    written = [plots.save_png(plots.overlay_rank_plot(series, title=title), folder / "demo.png")]
+    return plots.demo_figure(series, paper_d_ks=paper, title=title)
+
+
+def write_demo_figures(demo: Mapping[str, Any], folder: Path) -> list[Path]:
+    """The demo's figure (``demo.png``: the paper's test and both rank plots) and each
+    state's rank plot."""
+    states: Mapping[str, Any] = demo.get("states") or {}
+    written = [plots.save_png(demo_plot(demo), folder / "demo.png")]
     for name, state in states.items():
         analysis = state["analysis"]
         eigenvalues = analysis["spectrum"]["eigenvalues"]

@@ -241,6 +241,79 @@ def overlay_rank_plot(
     return fig
 
 
+def demo_figure(
+    series: Mapping[str, tuple[Any, Any]],
+    *,
+    paper_d_ks: Mapping[str, float | None] | None = None,
+    paper_k: int = 1000,
+    title: str | None = None,
+) -> Figure:
+    """The demo's figure, the paper's test first: ``{state: (eigenvalues, fit or None)}``.
+
+    Left: each state's KS distance ``d_ks`` against the critical value ``d_c`` of its K
+    (dashed; below it = power law by the paper's test), the paper's ``d_ks`` for the same
+    state (diamonds, ``paper_d_ks``) and, when our K is not the paper's, the paper's ``d_c``
+    at ``paper_k`` (dotted). Right: the rank plots, each divided by its ``lambda_1``, with the
+    fitted power laws.
+    """
+    from hessian_powerlaw.powerlaw import critical_value
+
+    fig, axes = _new_figure(width=11.0, height=4.6, ncols=2)
+    test_ax, rank_ax = axes[0, 0], axes[0, 1]
+    names = list(series)
+    views = [FitView.of(fit) for _, fit in series.values()]
+    colors = [_COLORS[i % len(_COLORS)] for i in range(len(names))]
+    x = np.arange(len(names))
+    heights = [v.d_ks if v is not None else np.nan for v in views]
+    test_ax.bar(x, heights, color=colors, alpha=0.8, width=0.55)
+    for xi, height in zip(x, heights):
+        if math.isfinite(height):
+            test_ax.annotate(f"{height:.3f}", (xi, height), ha="center", va="bottom",
+                             fontsize=_RC["legend"], xytext=(0, 2), textcoords="offset points")
+    fitted = [v for v in views if v is not None]
+    if fitted:
+        k = fitted[0].k
+        d_c = fitted[0].d_c
+        test_ax.axhline(d_c, color="black", ls="--", lw=1.5,
+                        label=f"$d_c$ = {d_c:.3f} at K = {k}")
+        if k != paper_k:
+            paper_d_c = critical_value(paper_k)
+            test_ax.axhline(paper_d_c, color="grey", ls=":", lw=1.5,
+                            label=f"$d_c$ = {paper_d_c:.3f} at the paper's K = {paper_k}")
+    if paper_d_ks:
+        paper = [paper_d_ks.get(name) for name in names]
+        if any(p is not None for p in paper):
+            test_ax.plot(x, [np.nan if p is None else p for p in paper], "D", color="black",
+                         ms=7, label=f"paper's $d_{{ks}}$ (K = {paper_k})")
+    labels = []
+    for name, view in zip(names, views):
+        verdict = "no fit" if view is None else (
+            "power law" if view.is_power_law else "not power law")
+        labels.append(f"{name}\n(KS test: {verdict})")
+    test_ax.set_xticks(x, labels, fontsize=_RC["tick"])
+    test_ax.set_xlim(-0.6, len(names) - 0.4)
+    top = np.nanmax([*heights, *(v.d_c for v in fitted), 0.0]) if names else 1.0
+    test_ax.set_ylim(0, 1.25 * top if top > 0 else 1.0)
+    _label(test_ax, "", "KS distance $d_{ks}$",
+           "The paper's test: $d_{ks} < d_c$ means power law")
+    test_ax.legend(fontsize=_RC["legend"] - 1, loc="upper right")
+    for color, name, (eigenvalues, _), view in zip(colors, names, series.values(), views):
+        values = _positive_descending(eigenvalues)
+        if values.size:
+            scale = values[0]
+            values = values / scale
+            if view is not None:
+                view = FitView(**{**view.__dict__, "lambda_cut": view.lambda_cut / scale})
+        _draw_rank(rank_ax, values, view, color, name, compact=True)
+    _label(rank_ax, "rank $k$", r"$\lambda_k / \lambda_1$",
+           "Top Hessian eigenvalues and fitted power laws")
+    _readable_log_ticks(rank_ax)
+    rank_ax.legend(fontsize=_RC["legend"] - 1, loc="lower left")
+    if title:
+        fig.suptitle(title, fontsize=_RC["title"])
+    return fig
+
+
 def ks_location(values: np.ndarray, fit: FitView) -> tuple[float, float, float]:
     """Where the KS distance is attained: ``(x, F_emp(x) side, F_fit(x))``.
 

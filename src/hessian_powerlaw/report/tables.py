@@ -29,16 +29,22 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     *SCALE_COLUMNS,
 )
 
-# the summary plus the calibrated tests that go beyond the paper's KS table
+# the demo leads with the paper's test (d_ks against d_c, its verdict, s) and the paper's
+# numbers for the same state; the calibrated tests that go beyond it stand beside them
 DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("model", "model"),
     ("state", "state"),
-    ("test_accuracy", "test acc"),
     ("k", "k"),
-    *VERDICT_COLUMNS,
+    ("d_ks", "d_ks"),
+    ("d_c", "d_c"),
+    ("power_law", "power law?"),
+    ("s", "s"),
+    ("paper_d_ks", "paper d_ks"),
+    ("paper_power_law", "paper power law?"),
+    ("paper_s", "paper s"),
     ("p_value", "p (bootstrap)"),
     ("lr_exponential", "LR vs exp"),
     ("lr_exponential_p", "p (LR)"),
+    ("test_accuracy", "test acc"),
     *SCALE_COLUMNS,
 )
 
@@ -188,10 +194,10 @@ def demo_summary(table: Sequence[Mapping[str, Any]]) -> str:
             lines.append(f"{row['state']}: no power-law fit ({row.get('fit_note')})")
             continue
         relation = "<" if row["power_law"] else ">="
-        verdict = "power law" if row["power_law"] else "not a power law"
+        verdict = "a power law" if row["power_law"] else "not a power law"
         text = (
-            f"{row['state']}: s = {row['s']:.3f}, d_ks = {row['d_ks']:.4f} {relation} "
-            f"d_c = {row['d_c']:.4f} ({verdict} by the paper's KS test)"
+            f"{row['state']}: d_ks = {row['d_ks']:.4f} {relation} d_c = {row['d_c']:.4f}, "
+            f"{verdict} by the paper's KS test; s = {row['s']:.3f}"
         )
         if row.get("p_value") is not None:
             text += f"; bootstrap p = {row['p_value']:.3g}"
