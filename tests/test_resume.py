@@ -122,7 +122,7 @@ def _env() -> dict[str, str]:
 
 def _eigenvalues(out: Path) -> np.ndarray:
     record = json.loads((out / "spectrum.json").read_text())
-    return np.asarray(record["analysis"]["spectrum"]["eigenvalues"])
+    return np.asarray(record["spectrum"]["eigenvalues"])
 
 
 def test_spectrum_killed_mid_solve_resumes(tmp_path: Path) -> None:
@@ -162,4 +162,7 @@ def test_spectrum_killed_mid_solve_resumes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     assert "resumed the eigensolve" in again.stderr
     np.testing.assert_allclose(_eigenvalues(out), _eigenvalues(fresh), rtol=1e-10, atol=0)
+    record = json.loads((out / "spectrum.json").read_text())
+    assert record["spectrum"]["resumed_matvecs"] > 0
+    assert f"{record['spectrum']['resumed_matvecs']} Hessian-vector products" in again.stderr
     assert not state.exists()

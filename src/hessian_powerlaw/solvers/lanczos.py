@@ -64,6 +64,7 @@ from hessian_powerlaw.solvers._state import SolverCheckpoint, as_checkpoint
 __all__ = [
     "CRITERIA",
     "DEFAULT_CRITERION",
+    "DEFAULT_STATE_INTERVAL",
     "DEFAULT_TOL",
     "SolverCheckpoint",
     "default_tol",
@@ -71,6 +72,9 @@ __all__ = [
 ]
 
 _WHICH = ("largest", "smallest", "both")
+
+#: Seconds between saves of a checkpointed solve's state, unless the checkpoint says otherwise.
+DEFAULT_STATE_INTERVAL = _state.DEFAULT_INTERVAL
 
 
 #: Default ``tol`` by criterion and operator dtype. "relative": a residual of 1e-3 |theta|
