@@ -95,8 +95,19 @@ def test_a_state_of_another_problem_is_refused_naming_what_differs(tmp_path: Pat
 
 def test_a_solve_without_interruption_leaves_no_state(tmp_path: Path) -> None:
     op = known_matrix(LAMBDA)
+    (tmp_path / ".s.pt.x1y2.tmp").write_bytes(b"a save killed mid-write")
     spec = top_eigenpairs(op, checkpoint=SolverCheckpoint(tmp_path / "s.pt", 0), **OPTIONS)
     assert spec.all_converged and spec.resumed_matvecs == 0
+    assert not list(tmp_path.iterdir())
+
+
+def test_per_block_solves_are_not_resumable(tmp_path: Path) -> None:
+    from hessian_powerlaw.analysis import analyze_spec
+
+    with pytest.raises(UserInputError, match="not supported with params='per-block'"):
+        analyze_spec(
+            "fcn:1x8", "digits", samples=50, params="per-block", k=4, state_file=tmp_path / "s"
+        )
     assert not list(tmp_path.iterdir())
 
 

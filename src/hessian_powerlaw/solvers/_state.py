@@ -111,6 +111,16 @@ def write_state(path: Path, small: dict[str, Any], rows: list[Tensor]) -> None:
         raise
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove temporary files that a save killed mid-write left next to ``path`` (a lost
+    machine gets no chance to clean up; each holds a whole basis)."""
+    if not path.parent.is_dir():
+        return
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+
+
 def read_header(fh: BinaryIO, path: Path) -> dict[str, Any]:
     """The small part of a state file; UserInputError naming the file if it is not one."""
     try:

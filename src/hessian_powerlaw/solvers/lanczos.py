@@ -694,7 +694,12 @@ class _BlockLanczos:
 
 
 class _Saver:
-    """Saves a solver's state to a checkpoint's file every ``interval`` seconds."""
+    """Saves a solver's state to a checkpoint's file every ``interval`` seconds.
+
+    With a positive interval, saves are also at least ``_SAVE_SPACING`` times the last save's
+    duration apart: writing a basis of many GB must not take over the solve (it stays at
+    most about a tenth of the time). ``interval=0`` saves after every block step.
+    """
 
     def __init__(
         self, solver: _BlockLanczos, checkpoint: SolverCheckpoint, fingerprint: dict[str, Any]
@@ -702,16 +707,27 @@ class _Saver:
         self.solver, self.checkpoint, self.fingerprint = solver, checkpoint, fingerprint
         self.saved_at = time.monotonic()
         self.saved_matvecs = solver.matvecs
+        self.save_seconds = 0.0
+        _state.remove_stale_temporaries(checkpoint.path)
 
     def maybe_save(self) -> None:
         """Save when the interval has passed and products were added since the last save."""
         if self.solver.matvecs == self.saved_matvecs:
             return
-        if time.monotonic() - self.saved_at < self.checkpoint.interval:
+        interval = self.checkpoint.interval
+        if interval > 0:
+            interval = max(interval, _SAVE_SPACING * self.save_seconds)
+        if time.monotonic() - self.saved_at < interval:
             return
+        started = time.monotonic()
         self.solver.save(self.checkpoint.path, self.fingerprint)
         self.saved_at = time.monotonic()
+        self.save_seconds = self.saved_at - started
         self.saved_matvecs = self.solver.matvecs
+
+
+# saves of the state are at least this many times their own duration apart
+_SAVE_SPACING = 9.0
 
 
 def _select(values: np.ndarray, count: int, which: str) -> np.ndarray:
