@@ -91,6 +91,15 @@ def test_a_state_of_another_problem_is_refused_naming_what_differs(tmp_path: Pat
         top_eigenpairs(op, checkpoint=path, **OPTIONS)
     with pytest.raises(UserInputError, match="interval must be >= 0"):
         SolverCheckpoint(path, -1)
+    with pytest.raises(UserInputError, match="checkpoint identity 'model'"):
+        SolverCheckpoint(path, 0, identity={"model": object()})
+
+
+def test_spectrum_rejects_a_negative_save_interval(capsys: pytest.CaptureFixture[str]) -> None:
+    from hessian_powerlaw.cli import main
+
+    assert main([*COMMAND[:-2], "--save-every", "-1"]) == 2
+    assert "--save-every must be a number of seconds >= 0" in capsys.readouterr().err
 
 
 def test_a_solve_without_interruption_leaves_no_state(tmp_path: Path) -> None:

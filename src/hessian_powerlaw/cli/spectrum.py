@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -262,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.io import atomic_write_json, staged_dir
     from hessian_powerlaw.report.outputs import write_spectrum_figures
 
+    if not (math.isfinite(args.save_every) and args.save_every >= 0):
+        raise UserInputError(
+            f"--save-every must be a number of seconds >= 0, got {args.save_every}"
+        )
     out = check_output_folder(args.out)
     state = state_file(args)
     result = analyze_spec(

@@ -64,6 +64,19 @@ class SolverCheckpoint:
             raise UserInputError(f"checkpoint interval must be a number, got {self.interval!r}")
         if self.interval < 0:
             raise UserInputError(f"checkpoint interval must be >= 0, got {self.interval!r}")
+        for key, value in dict(self.identity).items():
+            if not (isinstance(key, str) and _plain(value)):
+                raise UserInputError(
+                    f"checkpoint identity {key!r}: use str keys and str/int/float/bool/None "
+                    f"values (or lists of them), got {type(value).__name__}"
+                )
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` survives a ``weights_only`` load and compares by value."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_plain(v) for v in value)
 
 
 def as_checkpoint(value: Any) -> SolverCheckpoint | None:
