@@ -21,13 +21,14 @@ analysis per parameter group (embeddings, each block, head).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import platform
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from torch import nn
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.criteria import DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
+
+if TYPE_CHECKING:
+    from hessian_powerlaw.solvers import SolverCheckpoint
 
 # Hessian samples taken by default: all of a small training set, a fixed seeded (stratified)
 # subset of a large one. Text data counts sequences (the paper uses a batch of 256).
@@ -337,12 +341,15 @@ def analyze(
     alternatives: bool = True,
     seed: int = 0,
     progress: bool = False,
+    checkpoint: Any = None,
 ) -> Analysis:
     """Top-``k`` Hessian spectrum, power-law fit, ``lambda_max`` and trace of one model state.
 
     ``params``: ``None`` (all trainable), tensors, or name patterns (``"fc2.*"``, ``"last"``)
     as :class:`~hessian_powerlaw.operators.HessianOperator` accepts. ``k`` larger than the
     number of parameters is a UserInputError. ``trace_matvecs=0`` skips the trace.
+    ``checkpoint``: the eigensolver's state file or
+    :class:`~hessian_powerlaw.solvers.SolverCheckpoint` (an interrupted solve resumes).
     """
     validate_options(k, tol, trace_matvecs, alpha)
     from hessian_powerlaw.operators import HessianOperator
@@ -356,7 +363,7 @@ def analyze(
         trace_matvecs=trace_matvecs,
         density=density, density_probes=density_probes, lanczos_steps=lanczos_steps,
         alpha=alpha, n_boot=n_boot, alternatives=alternatives, seed=seed, progress=progress,
-        params_label=_params_label(params),
+        params_label=_params_label(params), checkpoint=checkpoint,
     )  # fmt: skip
     # the operator's set-up (copying parameters, checking batches) counts too
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
@@ -379,12 +386,14 @@ def analyze_operator(
     seed: int = 0,
     progress: bool = False,
     params_label: str = "all",
+    checkpoint: Any = None,
 ) -> Analysis:
     """:func:`analyze` for any symmetric operator (``n``, ``dtype``, ``device``, ``matmat``):
     a ``HessianOperator``, a ``MatrixOperator`` or a user's own.
 
     ``criterion`` (``"relative"`` or ``"norm"``; None: the solver's default, "relative") is
-    what ``tol`` bounds; see :func:`hessian_powerlaw.solvers.top_eigenpairs`."""
+    what ``tol`` bounds; see :func:`hessian_powerlaw.solvers.top_eigenpairs`, which also
+    explains ``checkpoint`` (a state file that lets an interrupted solve resume)."""
     validate_options(k, tol, trace_matvecs, alpha)
     check_int(n_boot, "n_boot", minimum=0)
     from hessian_powerlaw.operators import as_operator
@@ -406,6 +415,7 @@ def analyze_operator(
         seed=seed,
         progress=progress,
         criterion=criterion or DEFAULT_CRITERION,
+        checkpoint=checkpoint,
     )
     resolved = resolved_eigenvalues(spectrum, op.dtype)
     fit, fit_error = fit_or_reason(resolved, alpha)
@@ -534,6 +544,8 @@ def analyze_spec(
     seed: int = 0,
     evaluate: bool = True,
     progress: bool = False,
+    state_file: str | Path | None = None,
+    state_interval: float | None = None,
 ) -> ModelAnalysis:
     """Build data and model from specs (and a checkpoint), then :func:`analyze` them.
 
@@ -542,6 +554,13 @@ def analyze_spec(
     they are split for the products (default: one batch); ``seq_len``: tokens per sequence
     of text data (as the model was trained with). ``params="per-block"`` analyses
     each parameter group separately. ``evaluate`` adds train/test loss and accuracy.
+
+    ``state_file``: where the eigensolve saves its state every ``state_interval`` seconds
+    (default :data:`~hessian_powerlaw.solvers.lanczos.DEFAULT_STATE_INTERVAL`), so that
+    calling again with the same arguments after an interruption continues it; the state
+    is tied to the model, data, checkpoint contents, samples, batches, parameters, dtype and
+    seed (another call's state is a UserInputError naming what differs). Not available
+    with ``params="per-block"`` (several solves).
     """
     validate_options(k, tol, trace_matvecs, alpha)
     from hessian_powerlaw import zoo
@@ -556,6 +575,26 @@ def analyze_spec(
     num_samples = samples if samples is not None else default_num_samples(data)
     check_int(num_samples, "samples")
     batches = data.hessian_batches(num_samples, batch_size, seed)
+    solver_state = None
+    if state_file is not None:
+        if params == PER_BLOCK:
+            raise UserInputError(
+                "a solver state file is not supported with params='per-block' (one solve per "
+                "block); analyse the blocks one at a time to make them resumable"
+            )
+        solver_state = _solver_checkpoint(
+            state_file,
+            state_interval,
+            model=model_spec,
+            data=data_spec,
+            checkpoint_sha256=None if checkpoint is None else _sha256(checkpoint_file(checkpoint)),
+            samples=int(num_samples),
+            batch_size=batch_size,
+            seq_len=getattr(data, "seq_len", None),
+            params=_params_label(params),
+            dtype=dtype_name(parse_dtype(dtype)),
+            seed=int(seed),
+        )
     options = dict(
         k=k,
         dtype=dtype,
@@ -570,7 +609,8 @@ def analyze_spec(
         density=density,
         progress=progress,
     )
-    analyses = analyze_groups(model, data.loss, batches, params, **options)
+    solve_options = options if solver_state is None else {**options, "checkpoint": solver_state}
+    analyses = analyze_groups(model, data.loss, batches, params, **solve_options)
     per_block = params == PER_BLOCK
     config = {
         **options,
@@ -594,6 +634,30 @@ def analyze_spec(
         versions=versions(),
         seconds=time.perf_counter() - start,
     )
+
+
+def _solver_checkpoint(
+    path: str | Path, interval: float | None, **identity: Any
+) -> SolverCheckpoint:
+    """The solver's checkpoint with what identifies the operator beyond its size."""
+    from hessian_powerlaw.solvers import SolverCheckpoint
+    from hessian_powerlaw.solvers.lanczos import DEFAULT_STATE_INTERVAL
+
+    chosen = DEFAULT_STATE_INTERVAL if interval is None else interval
+    return SolverCheckpoint(Path(path), chosen, identity)
+
+
+def _sha256(path: Path) -> str:
+    """The file's contents as a hash: a checkpoint overwritten with new weights is another
+    Hessian even under the same name."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(2**20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise UserInputError(f"cannot read checkpoint {str(path)!r}: {exc.strerror}") from None
+    return digest.hexdigest()
 
 
 def evaluate_model(model: nn.Module, data: Any) -> dict[str, dict[str, float]]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +44,48 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         default="results/spectrum",
-        help="folder for spectrum.json and spectrum.png",
+        help="folder for spectrum.json and spectrum.png; an interrupted eigensolve keeps its "
+        f"state in DIR/{STATE_FILE}, and rerunning the same command resumes it",
+    )
+    parser.add_argument(
+        "--save-every",
+        type=float,
+        default=DEFAULT_SAVE_EVERY,
+        metavar="SECONDS",
+        help=f"seconds between saves of the eigensolver's state (default {DEFAULT_SAVE_EVERY:g};"
+        " 0: after every block of products). Not with --params per-block or under torchrun",
     )
     add_json(parser)
     add_quiet(parser)
     parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
+    parser.set_defaults(resume_hint=resume_hint)
     return parser
+
+
+#: The eigensolver's saved state inside --out (a dot file: no output of the command).
+STATE_FILE = ".solver-state.pt"
+DEFAULT_SAVE_EVERY = 180.0
+
+
+def state_file(args: argparse.Namespace) -> Path | None:
+    """Where this run keeps its eigensolver state, or None when it is not resumable:
+    ``--params per-block`` (several solves) and torchrun with several ranks (each rank
+    would need the same file) are left out."""
+    from hessian_powerlaw.distributed import world_size
+
+    if parse_params(args.params) == "per-block":
+        return None
+    if world_size() > 1:
+        return None
+    return Path(args.out) / STATE_FILE
+
+
+def resume_hint(args: argparse.Namespace) -> str:
+    """After Ctrl-C: whether a saved eigensolver state lets the same command continue."""
+    path = state_file(args)
+    if path is None or not path.exists():
+        return ""
+    return f"rerunning the same command resumes the eigensolve saved in {path}"
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,7 +263,12 @@ def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.io import atomic_write_json, staged_dir
     from hessian_powerlaw.report.outputs import write_spectrum_figures
 
+    if not (math.isfinite(args.save_every) and args.save_every >= 0):
+        raise UserInputError(
+            f"--save-every must be a number of seconds >= 0, got {args.save_every}"
+        )
     out = check_output_folder(args.out)
+    state = state_file(args)
     result = analyze_spec(
         args.model,
         args.data,
@@ -246,7 +289,16 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.n_boot,
         seed=args.seed,
         progress=not args.quiet,
+        state_file=state,
+        state_interval=args.save_every,
     )
+    reused = 0 if result.analysis is None else result.analysis.spectrum.resumed_matvecs
+    if reused:
+        print(
+            f"hessian-powerlaw spectrum: resumed the eigensolve saved in {state}: {reused} "
+            "Hessian-vector products reused",
+            file=sys.stderr,
+        )
     if not is_primary():  # under torchrun only rank 0 writes and prints
         return 0
     record = result.to_dict()

@@ -1,6 +1,7 @@
 """Eigensolvers and spectral estimators for operators (anything with n, dtype, device, matmat)."""
 
 from hessian_powerlaw.solvers._spectrum import Spectrum
+from hessian_powerlaw.solvers._state import SolverCheckpoint
 from hessian_powerlaw.solvers.dense import DENSE_MAX_N, dense_eigenpairs, dense_matrix
 from hessian_powerlaw.solvers.density import SpectralDensity, broadened_density, spectral_density
 from hessian_powerlaw.solvers.lanczos import DEFAULT_TOL, default_tol, top_eigenpairs
@@ -9,6 +10,7 @@ from hessian_powerlaw.solvers.trace import TraceEstimate, hutchinson_trace
 __all__ = [
     "DEFAULT_TOL",
     "DENSE_MAX_N",
+    "SolverCheckpoint",
     "SpectralDensity",
     "Spectrum",
     "TraceEstimate",

@@ -37,6 +37,8 @@ class Spectrum(ResultMixin):
             see :mod:`hessian_powerlaw.solvers.lanczos`).
         relative_residuals: ``||H v_i - lambda_i v_i|| / |lambda_i|`` per pair (None when
             not computed).
+        resumed_matvecs: products reused from a saved solver state (0: a fresh solve);
+            ``num_matvecs`` counts them too, so ``num_matvecs - resumed_matvecs`` were new.
     """
 
     eigenvalues: np.ndarray
@@ -53,6 +55,7 @@ class Spectrum(ResultMixin):
     scale: float
     criterion: str = "norm"
     relative_residuals: np.ndarray | None = None
+    resumed_matvecs: int = 0
 
     _skip_in_dict = ("eigenvectors",)
 

@@ -40,9 +40,12 @@ iteration continues from ``Q_next``, which is orthogonal to them. Memory therefo
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,11 +57,24 @@ from hessian_powerlaw.criteria import CRITERIA, DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.progress import progress_bar
+from hessian_powerlaw.solvers import _state
 from hessian_powerlaw.solvers._spectrum import Spectrum
+from hessian_powerlaw.solvers._state import SolverCheckpoint, as_checkpoint
 
-__all__ = ["CRITERIA", "DEFAULT_CRITERION", "DEFAULT_TOL", "default_tol", "top_eigenpairs"]
+__all__ = [
+    "CRITERIA",
+    "DEFAULT_CRITERION",
+    "DEFAULT_STATE_INTERVAL",
+    "DEFAULT_TOL",
+    "SolverCheckpoint",
+    "default_tol",
+    "top_eigenpairs",
+]
 
 _WHICH = ("largest", "smallest", "both")
+
+#: Seconds between saves of a checkpointed solve's state, unless the checkpoint says otherwise.
+DEFAULT_STATE_INTERVAL = _state.DEFAULT_INTERVAL
 
 
 #: Default ``tol`` by criterion and operator dtype. "relative": a residual of 1e-3 |theta|
@@ -108,6 +124,7 @@ def top_eigenpairs(
     progress: bool = False,
     basis_size: int | None = None,
     criterion: str = DEFAULT_CRITERION,
+    checkpoint: str | os.PathLike[str] | SolverCheckpoint | None = None,
 ) -> Spectrum:
     """The ``k`` extreme eigenpairs of a symmetric operator, each with a certified residual.
 
@@ -131,6 +148,13 @@ def top_eigenpairs(
             (default ``max(2 * (k + extra), k + extra + 4 * block)``).
         criterion: ``"relative"`` (``||H v - theta v|| <= tol |theta|``, the default) or
             ``"norm"`` (``<= tol |lambda_1|``); see the module docstring.
+        checkpoint: a state file (path) or a :class:`SolverCheckpoint` (path, seconds between
+            saves, the caller's identity of the operator). The solve's complete state is
+            saved there every ``interval`` seconds between block steps; a solve that finds
+            a state of the same problem continues that iteration exactly (the same
+            eigenvalues as an uninterrupted run, to rounding), one of another problem is a
+            UserInputError naming what differs. The file is removed once the solve returns.
+            Not supported under torch.distributed with several ranks.
 
     Returns:
         ``Spectrum`` with eigenvalues in descending order, ``residuals`` relative to
@@ -164,13 +188,40 @@ def top_eigenpairs(
     )
     test = _Criterion(criterion, float(tol), op.dtype)
     solver = _BlockLanczos(op, p, m_max, k, k_want, which, test, seed)
+    saver = None
+    resumed = 0
+    state = as_checkpoint(checkpoint)
+    if state is not None:
+        if distributed.world_size() > 1:
+            raise UserInputError(
+                "a solver checkpoint is not supported under torch.distributed with several "
+                "ranks; run without one"
+            )
+        fingerprint = {
+            "n": n,
+            "dtype": str(op.dtype),
+            "k": int(k),
+            "tol": float(tol),
+            "criterion": criterion,
+            "which": which,
+            "block_size": p,
+            "basis_size": m_max,
+            "seed": int(seed),
+            **{f"identity.{key}": value for key, value in dict(state.identity).items()},
+        }
+        if state.path.exists():
+            resumed = solver.load(state.path, fingerprint)
+        saver = _Saver(solver, state, fingerprint)
     start = time.perf_counter()
     passes_before = getattr(op, "num_data_passes", None)
     bar = progress_bar(total=k, desc=f"top-{k} eigenpairs ({which})", enabled=progress)
     try:
-        result = solver.run(max_matvecs, bar, return_vectors)
+        result = solver.run(max_matvecs, bar, return_vectors, saver)
     finally:
         bar.close()
+    if state is not None:  # the solve is over: a later one must start afresh
+        with contextlib.suppress(FileNotFoundError):
+            state.path.unlink()
     passes = None
     if passes_before is not None:
         passes = int(op.num_data_passes) - int(passes_before)
@@ -190,6 +241,7 @@ def top_eigenpairs(
         scale=scale,
         criterion=criterion,
         relative_residuals=result.abs_residuals / np.maximum(np.abs(result.values), 1e-300),
+        resumed_matvecs=resumed,
     )
 
 
@@ -295,8 +347,12 @@ class _BlockLanczos:
 
     # ------------------------------------------------------------------ main loop
 
-    def run(self, max_matvecs: int, bar: Any, want_vectors: bool) -> _Result:
+    def run(
+        self, max_matvecs: int, bar: Any, want_vectors: bool, saver: _Saver | None = None
+    ) -> _Result:
         while True:
+            if saver is not None:
+                saver.maybe_save()  # between block steps the state is complete and consistent
             width = min(self.next_block.shape[1], max_matvecs - self.matvecs)
             if width <= 0 or self.next_block.shape[1] == 0:
                 break  # budget spent, or the Krylov space is all of R^n
@@ -578,10 +634,100 @@ class _BlockLanczos:
             squares += (diff * diff).sum(dim=0)
         return squares.sqrt().cpu().numpy()
 
+    # ------------------------------------------------------------------ saved state
+
+    # the scalar counters that, with the buffers, make up the whole iteration state
+    _COUNTERS = (
+        "m", "nl", "last", "has_previous", "matvecs", "product_seconds", "rr_seconds",
+        "rr_at", "products_at_rr", "scale",
+    )  # fmt: skip
+
+    def save(self, path: Path, fingerprint: dict[str, Any]) -> None:
+        """Write the complete state (only the used rows of the basis) atomically."""
+        ma = self.m - self.nl
+        small = {
+            "fingerprint": fingerprint,
+            "counters": {name: getattr(self, name) for name in self._COUNTERS},
+            "T": self.T[:ma, :ma].clone(),
+            "B": self.B.clone(),
+            "next_block": self.next_block.cpu().clone(),
+            "locked_values": torch.from_numpy(self.locked_values.copy()),
+            "locked_residuals": torch.from_numpy(self.locked_residuals.copy()),
+            "generator": self.gen.get_state(),
+        }
+        _state.write_state(path, small, [self.Qt[: self.m], self.HQt[: self.m]])
+
+    def load(self, path: Path, fingerprint: dict[str, Any]) -> int:
+        """Continue from the state in ``path``; returns the products it already holds.
+
+        UserInputError, naming the differing fields, when it was saved for another problem.
+        """
+        with open(path, "rb") as fh:
+            small = _state.read_header(fh, path)
+            differs = _state.describe_mismatch(small.get("fingerprint", {}), fingerprint)
+            if differs is not None:
+                raise UserInputError(
+                    f"solver state {str(path)!r} belongs to another solve ({differs}); "
+                    "delete it, or save this solve's state elsewhere"
+                )
+            counters = small["counters"]
+            m = int(counters["m"])
+            read = _state.read_rows
+            read(fh, self.Qt[:m], path)
+            read(fh, self.HQt[:m], path)
+        for name in self._COUNTERS:
+            setattr(self, name, counters[name])
+        ma = self.m - self.nl
+        self.T.zero_()
+        self.T[:ma, :ma] = small["T"]
+        self.B = small["B"]
+        self.next_block = small["next_block"].to(device=self.device, dtype=self.dtype)
+        self.locked_values = small["locked_values"].numpy()
+        self.locked_residuals = small["locked_residuals"].numpy()
+        self.gen.set_state(small["generator"])
+        return int(self.matvecs)
+
     def _random(self, count: int) -> Tensor:
         X = torch.randn((self.n, count), generator=self.gen, dtype=torch.float64)
         # identical on every rank by construction under torch.distributed: rank 0's draw
         return distributed.broadcast(X.to(device=self.device, dtype=self.dtype))
+
+
+class _Saver:
+    """Saves a solver's state to a checkpoint's file every ``interval`` seconds.
+
+    With a positive interval, saves are also at least ``_SAVE_SPACING`` times the last save's
+    duration apart: writing a basis of many GB must not take over the solve (it stays at
+    most about a tenth of the time). ``interval=0`` saves after every block step.
+    """
+
+    def __init__(
+        self, solver: _BlockLanczos, checkpoint: SolverCheckpoint, fingerprint: dict[str, Any]
+    ) -> None:
+        self.solver, self.checkpoint, self.fingerprint = solver, checkpoint, fingerprint
+        self.saved_at = time.monotonic()
+        self.saved_matvecs = solver.matvecs
+        self.save_seconds = 0.0
+        _state.remove_stale_temporaries(checkpoint.path)
+
+    def maybe_save(self) -> None:
+        """Save when the interval has passed and products were added since the last save."""
+        if self.solver.matvecs == self.saved_matvecs:
+            return
+        interval = self.checkpoint.interval
+        if interval > 0:
+            interval = max(interval, _SAVE_SPACING * self.save_seconds)
+        if time.monotonic() - self.saved_at < interval:
+            return
+        started = time.monotonic()
+        self.solver.save(self.checkpoint.path, self.fingerprint)
+        self.saved_at = time.monotonic()
+        self.save_seconds = self.saved_at - started
+        self.saved_matvecs = self.solver.matvecs
+
+
+# saves of the state are at least this many times their own duration apart
+_SAVE_SPACING = 9.0
 
 
 def _select(values: np.ndarray, count: int, which: str) -> np.ndarray:
