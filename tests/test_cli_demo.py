@@ -123,11 +123,12 @@ def test_failed_demo_leaves_no_new_folder(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_default_demo_is_the_papers_test_on_mnist() -> None:
-    """`make demo`: LeNet on real MNIST, K = 1000 on 1,000 samples, the library's defaults."""
+    """`make demo`: LeNet on real MNIST, K = 1000 on 1,000 samples, float32 products under the
+    "norm" criterion at its float32 default tolerance."""
     preset = DEMO_PRESETS["default"]
     assert preset.model == "lenet" and preset.data.partition(":")[0] == "mnist"
     assert (preset.k, preset.samples) == (1000, 1000)
-    assert preset.dtype is None and preset.tol is None  # whatever the library defaults to
+    assert (preset.dtype, preset.criterion, preset.tol) == ("float32", "norm", None)
     assert ks_decisive(preset.k)  # d_c = 0.043 < the paper's random-init d_ks 0.0796
     assert not ks_decisive(DEMO_PRESETS["quick"].k)
     import hessian_powerlaw
