@@ -551,14 +551,16 @@ class _BlockLanczos:
         )
 
     def _ritz_residuals(
-        self, S: Tensor, values: np.ndarray, want_vectors: bool
+        self, S: Tensor, values: np.ndarray, want_vectors: bool = False, in_place: bool = False
     ) -> tuple[np.ndarray, Tensor | None]:
-        """``||HQ_a s - theta Q_a s||`` for the columns of ``S`` (and ``Q_a S`` if wanted),
-        computed over row chunks so that only ``chunk x columns`` extra memory is needed."""
-        nl, m = self.nl, self.m
+        """``||HQ_a s - theta Q_a s||`` for the columns of ``S``, computed over row chunks so
+        that only ``chunk x columns`` extra memory is needed. ``want_vectors`` also returns
+        ``Q_a S``; ``in_place`` makes ``Q_a S`` and ``HQ_a S`` the first rows of the active
+        basis (a restart's rotation; each chunk is read before it is overwritten)."""
+        nl, m, count = self.nl, self.m, S.shape[1]
         vals = torch.as_tensor(values, dtype=torch.float64, device=self.device)
-        squares = torch.zeros(S.shape[1], dtype=torch.float64, device=self.device)
-        Y = torch.empty((self.n, S.shape[1]), dtype=self.dtype) if want_vectors else None
+        squares = torch.zeros(count, dtype=torch.float64, device=self.device)
+        Y = torch.empty((self.n, count), dtype=self.dtype) if want_vectors else None
         for r0 in range(0, self.n, _ROW_CHUNK):
             r1 = min(r0 + _ROW_CHUNK, self.n)
             y = self.Qt[nl:m, r0:r1].T @ S
@@ -567,6 +569,9 @@ class _BlockLanczos:
             squares += (diff * diff).sum(dim=0)
             if Y is not None:
                 Y[r0:r1] = y.cpu()
+            if in_place:
+                self.Qt[nl : nl + count, r0:r1] = y.T
+                self.HQt[nl : nl + count, r0:r1] = hy.T
         return squares.sqrt().cpu().numpy(), Y
 
     # ------------------------------------------------------------------ restart
@@ -584,7 +589,7 @@ class _BlockLanczos:
         keep = np.sort(_select(theta, keep_count, self.which))
         S_keep = torch.as_tensor(S[:, keep]).to(device=self.device, dtype=self.dtype)
         vals = theta[keep]
-        residuals = self._rotate_in_place(S_keep, vals)
+        residuals, _ = self._ritz_residuals(S_keep, vals, in_place=True)
         # lock the kept pairs that are among the k_want wanted overall and converged below
         # every wanted pair's threshold: the coupling a locked pair leaves out of T is its
         # residual, which must not keep the others from their own (relative) thresholds
@@ -617,22 +622,6 @@ class _BlockLanczos:
         Qn = self.next_block
         Qn = Qn - Q @ (Q.T @ Qn)
         self.next_block, _ = torch.linalg.qr(Qn)
-
-    def _rotate_in_place(self, S_keep: Tensor, values: np.ndarray) -> np.ndarray:
-        """``Q_a <- Q_a S_keep`` and ``HQ_a <- HQ_a S_keep`` in place, row chunk by row chunk;
-        returns the kept pairs' true residuals ``||HQ_a s - theta Q_a s||``."""
-        nl, m, keep = self.nl, self.m, S_keep.shape[1]
-        vals = torch.as_tensor(values, dtype=torch.float64, device=self.device)
-        squares = torch.zeros(keep, dtype=torch.float64, device=self.device)
-        for r0 in range(0, self.n, _ROW_CHUNK):
-            r1 = min(r0 + _ROW_CHUNK, self.n)
-            y = self.Qt[nl:m, r0:r1].T @ S_keep
-            hy = self.HQt[nl:m, r0:r1].T @ S_keep
-            self.Qt[nl : nl + keep, r0:r1] = y.T
-            self.HQt[nl : nl + keep, r0:r1] = hy.T
-            diff = hy.to(torch.float64) - y.to(torch.float64) * vals
-            squares += (diff * diff).sum(dim=0)
-        return squares.sqrt().cpu().numpy()
 
     # ------------------------------------------------------------------ saved state
 
