@@ -57,7 +57,7 @@ from hessian_powerlaw.criteria import CRITERIA, DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.progress import progress_bar
-from hessian_powerlaw.solvers import _state
+from hessian_powerlaw.solvers import _gram, _state
 from hessian_powerlaw.solvers._spectrum import Spectrum
 from hessian_powerlaw.solvers._state import SolverCheckpoint, as_checkpoint
 
@@ -426,20 +426,17 @@ class _BlockLanczos:
         """
         m = self.m
         C = torch.zeros((m, W.shape[1]), dtype=torch.float64)
-        L = self.Qt[recurrence:m].T
-        c = L.T @ W
-        R = W - L @ c
+        Rt = W.T.contiguous()  # the block as rows: see _gram for why the layout matters
+        c = _gram.project_out(self.Qt[recurrence:m], Rt)
         C[recurrence:] += c.to(torch.float64).cpu()
-        Q = self.Qt[:m].T
         for _ in range(2):
-            before = torch.linalg.vector_norm(R, dim=0)
-            c = Q.T @ R
-            R = R - Q @ c
+            before = torch.linalg.vector_norm(Rt, dim=1)
+            c = _gram.project_out(self.Qt[:m], Rt)
             C += c.to(torch.float64).cpu()
-            after = torch.linalg.vector_norm(R, dim=0)
+            after = torch.linalg.vector_norm(Rt, dim=1)
             if bool((after >= 0.7 * before).all()):
                 break
-        return C, R
+        return C, Rt.T
 
     def _next_block(self, R: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Orthonormal ``Q_next`` and ``B`` with ``R = Q_next B + Q D`` (D is rounding-level).
@@ -467,10 +464,9 @@ class _BlockLanczos:
         elif float(diag.min()) >= 0.1 * float(diag.max()):
             # a well-conditioned B keeps Q_next as orthogonal to Q as R is: no second pass
             return Qn, B.to(torch.float64).cpu(), self._zeros_d(R)
-        Q = self.Qt[:m].T
-        D1 = Q.T @ Qn  # second pass: orthogonal to Q and within the block
-        Qn = Qn - Q @ D1
-        Qn, B2 = torch.linalg.qr(Qn)
+        Qn_rows = Qn.T.contiguous()  # second pass: orthogonal to Q and within the block
+        D1 = _gram.project_out(self.Qt[:m], Qn_rows)
+        Qn, B2 = torch.linalg.qr(Qn_rows.T)
         B64 = (B2.to(torch.float64) @ B.to(torch.float64)).cpu()
         D = (D1.to(torch.float64).cpu() @ B.to(torch.float64).cpu()).cpu()
         return Qn, B64, D
@@ -618,10 +614,9 @@ class _BlockLanczos:
         self.has_previous = False  # kept Ritz vectors are no block of the recurrence
         self.B = torch.empty((0, 0), dtype=torch.float64)
         # the pending block: re-orthogonalize against the new basis for safety (rounding)
-        Q = self.Qt[: self.m].T
-        Qn = self.next_block
-        Qn = Qn - Q @ (Q.T @ Qn)
-        self.next_block, _ = torch.linalg.qr(Qn)
+        Qn_rows = self.next_block.T.contiguous()
+        _gram.project_out(self.Qt[: self.m], Qn_rows)
+        self.next_block, _ = torch.linalg.qr(Qn_rows.T)
 
     # ------------------------------------------------------------------ saved state
 
