@@ -28,7 +28,8 @@ class Spectrum(ResultMixin):
         seconds: wall time of the solve.
         tol: the requested residual tolerance.
         which: ``"largest"``, ``"smallest"``, ``"both"`` or ``"all"`` (dense).
-        method: ``"block-lanczos"`` or ``"dense"``.
+        method: ``"block-lanczos"``, ``"block-lanczos-lean"`` (basis without its products,
+            see ``memory_budget``) or ``"dense"``.
         n: the operator's dimension.
         scale: ``|lambda_1|``, the largest Ritz value in magnitude the solver saw (a lower
             bound of ``||H||_2``); ``residuals * scale`` are the absolute residuals.
@@ -39,6 +40,8 @@ class Spectrum(ResultMixin):
             not computed).
         resumed_matvecs: products reused from a saved solver state (0: a fresh solve);
             ``num_matvecs`` counts them too, so ``num_matvecs - resumed_matvecs`` were new.
+        memory_bytes: the solver's planned peak storage in bytes (its basis, products and
+            work space; not the operator's own memory), None where not planned.
     """
 
     eigenvalues: np.ndarray
@@ -56,6 +59,7 @@ class Spectrum(ResultMixin):
     criterion: str = "norm"
     relative_residuals: np.ndarray | None = None
     resumed_matvecs: int = 0
+    memory_bytes: int | None = None
 
     _skip_in_dict = ("eigenvectors",)
 

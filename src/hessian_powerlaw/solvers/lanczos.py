@@ -57,7 +57,7 @@ from hessian_powerlaw.criteria import CRITERIA, DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.progress import progress_bar
-from hessian_powerlaw.solvers import _gram, _state
+from hessian_powerlaw.solvers import _gram, _state, memory
 from hessian_powerlaw.solvers._spectrum import Spectrum
 from hessian_powerlaw.solvers._state import SolverCheckpoint, as_checkpoint
 
@@ -125,6 +125,7 @@ def top_eigenpairs(
     basis_size: int | None = None,
     criterion: str = DEFAULT_CRITERION,
     checkpoint: str | os.PathLike[str] | SolverCheckpoint | None = None,
+    memory_budget: int | str | None = None,
 ) -> Spectrum:
     """The ``k`` extreme eigenpairs of a symmetric operator, each with a certified residual.
 
@@ -155,6 +156,13 @@ def top_eigenpairs(
             eigenvalues as an uninterrupted run, to rounding), one of another problem is a
             UserInputError naming what differs. The file is removed once the solve returns.
             Not supported under torch.distributed with several ranks.
+        memory_budget: bytes (or a size such as ``"4GiB"``) the solver's own storage may
+            take; default: half the free memory of the operator's device. Chosen before
+            any product (see :mod:`hessian_powerlaw.solvers.memory`): the basis and its
+            products when they fit; else the basis alone ("block-lanczos-lean": ``k`` more
+            products certify the final pairs), with a smaller basis if need be; a request
+            that nothing fits is a UserInputError. ``Spectrum.method`` and
+            ``Spectrum.memory_bytes`` record the choice.
 
     Returns:
         ``Spectrum`` with eigenvalues in descending order, ``residuals`` relative to
@@ -182,12 +190,20 @@ def top_eigenpairs(
     if max_matvecs < p:
         raise UserInputError(f"max_matvecs={max_matvecs} is below one block ({p}); raise it")
 
+    plan = _plan(n, k_want, p, m_max, basis_size is not None, op.dtype, op.device, memory_budget)
+    m_max, lean = plan.basis_size, plan.method == "block-lanczos-lean"
+    if lean and max_matvecs < k + p:
+        raise UserInputError(
+            f"max_matvecs={max_matvecs} leaves nothing to iterate with after the {k} "
+            f"products that certify a lean solve ({plan.describe()}); raise it"
+        )
     # under torch.distributed every rank must run this same solve (one clear error if not)
     distributed.check_consistent(
-        n=n, k=k, tol=tol, which=which, block=p, basis=m_max, max_matvecs=max_matvecs, seed=seed
-    )
+        n=n, k=k, tol=tol, which=which, block=p, basis=m_max, max_matvecs=max_matvecs,
+        seed=seed, method=plan.method,
+    )  # fmt: skip
     test = _Criterion(criterion, float(tol), op.dtype)
-    solver = _BlockLanczos(op, p, m_max, k, k_want, which, test, seed)
+    solver = _BlockLanczos(op, p, m_max, k, k_want, which, test, seed, lean=lean)
     saver = None
     resumed = 0
     state = as_checkpoint(checkpoint)
@@ -206,6 +222,7 @@ def top_eigenpairs(
             "which": which,
             "block_size": p,
             "basis_size": m_max,
+            "method": plan.method,
             "seed": int(seed),
             **{f"identity.{key}": value for key, value in dict(state.identity).items()},
         }
@@ -214,7 +231,9 @@ def top_eigenpairs(
         saver = _Saver(solver, state, fingerprint)
     start = time.perf_counter()
     passes_before = getattr(op, "num_data_passes", None)
-    bar = progress_bar(total=k, desc=f"top-{k} eigenpairs ({which})", enabled=progress)
+    desc = f"top-{k} eigenpairs ({which}"
+    desc += f"; {plan.describe()})" if lean else ")"
+    bar = progress_bar(total=k, desc=desc, enabled=progress)
     try:
         result = solver.run(max_matvecs, bar, return_vectors, saver)
     finally:
@@ -236,12 +255,13 @@ def top_eigenpairs(
         seconds=time.perf_counter() - start,
         tol=float(tol),
         which=which,
-        method="block-lanczos",
+        method=plan.method,
         n=n,
         scale=scale,
         criterion=criterion,
         relative_residuals=result.abs_residuals / np.maximum(np.abs(result.values), 1e-300),
         resumed_matvecs=resumed,
+        memory_bytes=plan.bytes,
     )
 
 
@@ -256,6 +276,47 @@ def _validate(n: int, k: int, tol: float, which: str, dtype: torch.dtype) -> Non
             f"tol must be a number in ({eps:.2g}, 1) for a {dtype} operator, got {tol!r}; "
             "use a float64 operator for tighter tolerances"
         )
+
+
+def _plan(
+    n: int,
+    k_want: int,
+    p: int,
+    m_max: int,
+    basis_fixed: bool,
+    dtype: torch.dtype,
+    device: Any,
+    memory_budget: int | str | None,
+) -> memory.Plan:
+    """The first method that fits the budget (see :mod:`hessian_powerlaw.solvers.memory`)."""
+    device = torch.device(device)
+    budget = (
+        memory.default_budget(device)
+        if memory_budget is None
+        else memory.parse_bytes(memory_budget)
+    )
+    itemsize = torch.empty((), dtype=dtype).element_size()
+
+    def needs(m: int, lean: bool) -> int:
+        return memory.block_lanczos_bytes(n, min(m + p, n), k_want, p, itemsize, lean)
+
+    for method, lean in (("block-lanczos", False), ("block-lanczos-lean", True)):
+        if needs(m_max, lean) <= budget:
+            return memory.Plan(method, m_max, needs(m_max, lean), budget)
+    smallest = min(k_want + p, n)
+    if not basis_fixed and needs(smallest, True) <= budget:
+        low, high = smallest, m_max  # the largest basis that fits: needs() grows with m
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if needs(middle, True) <= budget else (low, middle)
+        return memory.Plan("block-lanczos-lean", low, needs(low, True), budget)
+    least = needs(m_max if basis_fixed else smallest, True)
+    raise UserInputError(
+        f"memory_budget of {memory.format_bytes(budget)} is too small: the basis of "
+        f"{m_max if basis_fixed else smallest} vectors of length {n} needs about "
+        f"{memory.format_bytes(least)}; raise the budget (--memory), lower k, or use a "
+        "float32 operator"
+    )
 
 
 # default columns per block by device type: what benchmarks/bench_topk.py found fastest
@@ -318,8 +379,9 @@ class _BlockLanczos:
         which: str,
         criterion: _Criterion,
         seed: int,
+        lean: bool = False,
     ) -> None:
-        self.op, self.p, self.m_max = op, p, m_max
+        self.op, self.p, self.m_max, self.lean = op, p, m_max, lean
         self.k, self.k_want, self.which, self.criterion = k, k_want, which, criterion
         self.n, self.dtype, self.device = int(op.n), op.dtype, op.device
         self.gen = torch.Generator().manual_seed(seed)
@@ -327,7 +389,9 @@ class _BlockLanczos:
         # basis vectors and their products as *rows*: a leading block of rows is contiguous,
         # and BLAS reads it at full speed (a column slice of an (n, m) matrix was 5-10x slower)
         self.Qt = torch.empty((capacity, self.n), dtype=self.dtype, device=self.device)
-        self.HQt = torch.empty_like(self.Qt)
+        # the products of the basis, unless lean: then certificates take products of their own
+        self.HQt = None if lean else torch.empty_like(self.Qt)
+        self.w_scale = 0.0  # the largest column norm of the last block's products
         self.T = torch.zeros((capacity, capacity), dtype=torch.float64)
         self.B = torch.empty((0, 0), dtype=torch.float64)  # H Q_last = Q T[:, last] + Q_next B
         self.m = 0  # columns in use
@@ -342,6 +406,7 @@ class _BlockLanczos:
         self.rr_at = 0  # self.matvecs at the last Rayleigh-Ritz step
         self.products_at_rr = 0.0  # self.product_seconds then
         self.scale = 0.0  # largest |theta| seen
+        self.reserve = k if lean else 0  # products kept back for the lean certificates
         start = self._random(p)
         self.next_block, _ = torch.linalg.qr(start)
 
@@ -353,7 +418,7 @@ class _BlockLanczos:
         while True:
             if saver is not None:
                 saver.maybe_save()  # between block steps the state is complete and consistent
-            width = min(self.next_block.shape[1], max_matvecs - self.matvecs)
+            width = min(self.next_block.shape[1], max_matvecs - self.reserve - self.matvecs)
             if width <= 0 or self.next_block.shape[1] == 0:
                 break  # budget spent, or the Krylov space is all of R^n
             if self.m + width > self.m_max:
@@ -373,11 +438,15 @@ class _BlockLanczos:
             # all k Ritz values must exist: after a breakdown (an invariant subspace, e.g. a
             # rank-deficient H) the estimates of the fewer ones found so far are all ~0
             if len(values) >= self.k and ok.all():
+                if self.lean:  # certificates cost k products: take them once, at the end
+                    return self._certify_by_products(theta, S, chosen, locked, want_vectors)
                 result = self._certify(theta, S, chosen, locked, want_vectors)
                 if self.criterion.passes(result.abs_residuals, result.values, self.scale).all():
                     return result
         theta, S = self._ritz()
         chosen, locked = self._wanted(theta)
+        if self.lean:
+            return self._certify_by_products(theta, S, chosen, locked, want_vectors)
         return self._certify(theta, S, chosen, locked, want_vectors)
 
     def _rayleigh_ritz_due(self) -> bool:
@@ -401,7 +470,9 @@ class _BlockLanczos:
         m_old = self.m
         m = m_old + width
         self.Qt[m_old:m] = block.T
-        self.HQt[m_old:m] = W.T
+        if self.HQt is not None:
+            self.HQt[m_old:m] = W.T
+        self.w_scale = float(torch.linalg.vector_norm(W, dim=0).max())
         # the three-term recurrence spans the previous block and this one
         recurrence = self.last if self.has_previous else m_old
         self.last, self.m = m_old, m
@@ -453,7 +524,7 @@ class _BlockLanczos:
         if room < R.shape[1]:
             return self._complement_block(R, room)
         Qn, B = torch.linalg.qr(R)
-        scale = float(torch.linalg.vector_norm(self.HQt[self.last : m], dim=1).max())
+        scale = self.w_scale
         diag = torch.diagonal(B).abs()
         tiny = diag <= 1e3 * torch.finfo(self.dtype).eps * scale
         if bool(tiny.any()):
@@ -546,13 +617,53 @@ class _BlockLanczos:
             scale=self.scale,
         )
 
+    def _certify_by_products(
+        self,
+        theta: np.ndarray,
+        S: np.ndarray,
+        chosen: np.ndarray,
+        locked: np.ndarray,
+        want_vectors: bool,
+    ) -> _Result:
+        """A lean solve's certificates: the chosen Ritz vectors are formed in place of the
+        active basis (which ends the iteration) and the operator is applied to them and to
+        the locked ones, ``p`` at a time, for their true residuals (``k`` more products)."""
+        nl = self.nl
+        S_c = torch.as_tensor(S[:, chosen]).to(device=self.device, dtype=self.dtype)
+        self._ritz_residuals(S_c, theta[chosen], in_place=True)
+        rows = np.concatenate([locked, nl + np.arange(chosen.size)]).astype(np.int64)
+        values = np.concatenate([self.locked_values[locked], theta[chosen]])
+        abs_res = np.empty(rows.size)
+        for start in range(0, rows.size, self.p):
+            part = slice(start, min(start + self.p, rows.size))
+            Y = self.Qt[torch.as_tensor(rows[part], device=self.device)].T
+            started = time.perf_counter()
+            HY = self.op.matmat(Y.contiguous()).detach().to(self.dtype)
+            self.product_seconds += time.perf_counter() - started
+            self.matvecs += Y.shape[1]
+            vals = torch.as_tensor(values[part], dtype=torch.float64, device=self.device)
+            diff = HY.to(torch.float64) - Y.to(torch.float64) * vals
+            abs_res[part] = torch.linalg.vector_norm(diff, dim=0).cpu().numpy()
+        order = np.argsort(-values, kind="stable")
+        vectors = None
+        if want_vectors:
+            index = torch.as_tensor(rows[order], device=self.device)
+            vectors = self.Qt[index].T.cpu().numpy()
+        return _Result(
+            values=values[order].copy(),
+            vectors=vectors,
+            abs_residuals=abs_res[order],
+            scale=self.scale,
+        )
+
     def _ritz_residuals(
         self, S: Tensor, values: np.ndarray, want_vectors: bool = False, in_place: bool = False
-    ) -> tuple[np.ndarray, Tensor | None]:
+    ) -> tuple[np.ndarray | None, Tensor | None]:
         """``||HQ_a s - theta Q_a s||`` for the columns of ``S``, computed over row chunks so
         that only ``chunk x columns`` extra memory is needed. ``want_vectors`` also returns
         ``Q_a S``; ``in_place`` makes ``Q_a S`` and ``HQ_a S`` the first rows of the active
-        basis (a restart's rotation; each chunk is read before it is overwritten)."""
+        basis (a restart's rotation; each chunk is read before it is overwritten). A lean
+        solve has no ``HQ``: it only rotates, and the residuals are None."""
         nl, m, count = self.nl, self.m, S.shape[1]
         vals = torch.as_tensor(values, dtype=torch.float64, device=self.device)
         squares = torch.zeros(count, dtype=torch.float64, device=self.device)
@@ -560,14 +671,19 @@ class _BlockLanczos:
         for r0 in range(0, self.n, _ROW_CHUNK):
             r1 = min(r0 + _ROW_CHUNK, self.n)
             y = self.Qt[nl:m, r0:r1].T @ S
-            hy = self.HQt[nl:m, r0:r1].T @ S
-            diff = hy.to(torch.float64) - y.to(torch.float64) * vals
-            squares += (diff * diff).sum(dim=0)
             if Y is not None:
                 Y[r0:r1] = y.cpu()
             if in_place:
                 self.Qt[nl : nl + count, r0:r1] = y.T
+            if self.HQt is None:
+                continue
+            hy = self.HQt[nl:m, r0:r1].T @ S
+            diff = hy.to(torch.float64) - y.to(torch.float64) * vals
+            squares += (diff * diff).sum(dim=0)
+            if in_place:
                 self.HQt[nl : nl + count, r0:r1] = hy.T
+        if self.HQt is None:
+            return None, Y
         return squares.sqrt().cpu().numpy(), Y
 
     # ------------------------------------------------------------------ restart
@@ -585,7 +701,10 @@ class _BlockLanczos:
         keep = np.sort(_select(theta, keep_count, self.which))
         S_keep = torch.as_tensor(S[:, keep]).to(device=self.device, dtype=self.dtype)
         vals = theta[keep]
+        estimates = self._estimated_residuals(S[:, keep])  # before the rotation
         residuals, _ = self._ritz_residuals(S_keep, vals, in_place=True)
+        if residuals is None:  # lean: the Lanczos estimates decide; products certify at the end
+            residuals = estimates
         # lock the kept pairs that are among the k_want wanted overall and converged below
         # every wanted pair's threshold: the coupling a locked pair leaves out of T is its
         # residual, which must not keep the others from their own (relative) thresholds
@@ -601,7 +720,8 @@ class _BlockLanczos:
             for r0 in range(0, self.n, _ROW_CHUNK):
                 rows = slice(r0, min(r0 + _ROW_CHUNK, self.n))
                 self.Qt[nl : nl + keep.size, rows] = self.Qt[index, rows]
-                self.HQt[nl : nl + keep.size, rows] = self.HQt[index, rows]
+                if self.HQt is not None:
+                    self.HQt[nl : nl + keep.size, rows] = self.HQt[index, rows]
         new_locked = int(lock.sum())
         self.locked_values = np.concatenate([self.locked_values, vals[lock]])
         self.locked_residuals = np.concatenate([self.locked_residuals, residuals[lock]])
@@ -623,7 +743,7 @@ class _BlockLanczos:
     # the scalar counters that, with the buffers, make up the whole iteration state
     _COUNTERS = (
         "m", "nl", "last", "has_previous", "matvecs", "product_seconds", "rr_seconds",
-        "rr_at", "products_at_rr", "scale",
+        "rr_at", "products_at_rr", "scale", "w_scale",
     )  # fmt: skip
 
     def save(self, path: Path, fingerprint: dict[str, Any]) -> None:
@@ -639,7 +759,8 @@ class _BlockLanczos:
             "locked_residuals": torch.from_numpy(self.locked_residuals.copy()),
             "generator": self.gen.get_state(),
         }
-        _state.write_state(path, small, [self.Qt[: self.m], self.HQt[: self.m]])
+        rows = [self.Qt[: self.m]] + ([] if self.HQt is None else [self.HQt[: self.m]])
+        _state.write_state(path, small, rows)
 
     def load(self, path: Path, fingerprint: dict[str, Any]) -> int:
         """Continue from the state in ``path``; returns the products it already holds.
@@ -658,7 +779,8 @@ class _BlockLanczos:
             m = int(counters["m"])
             read = _state.read_rows
             read(fh, self.Qt[:m], path)
-            read(fh, self.HQt[:m], path)
+            if self.HQt is not None:
+                read(fh, self.HQt[:m], path)
         for name in self._COUNTERS:
             setattr(self, name, counters[name])
         ma = self.m - self.nl

@@ -1,0 +1,90 @@
+"""The memory budget of ``top_eigenpairs``: which method it picks, and that the lean method
+(the basis without its products) certifies the same eigenpairs against the explicit Hessian."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.operators import HessianOperator
+from hessian_powerlaw.solvers import top_eigenpairs
+from hessian_powerlaw.solvers.memory import block_lanczos_bytes, parse_bytes
+from tests.reference import digits_mlp, explicit_hessian
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[HessianOperator, torch.Tensor, np.ndarray]:
+    model, criterion, batches = digits_mlp(hidden=16, n_samples=200, num_batches=2, train_steps=100)
+    H = explicit_hessian(model, criterion, batches)
+    return HessianOperator(model, criterion, batches), H, torch.linalg.eigvalsh(H).flip(0).numpy()
+
+
+def _budgets(n: int, k: int, p: int = 4) -> tuple[int, int]:
+    """(full, lean) bytes of the default basis for k, as top_eigenpairs plans them."""
+    k_want = k + max(p, int(np.ceil(0.1 * k)))
+    capacity = min(max(2 * k_want, k_want + 4 * p) + p, n)
+    return (
+        block_lanczos_bytes(n, capacity, k_want, p, 8, lean=False),
+        block_lanczos_bytes(n, capacity, k_want, p, 8, lean=True),
+    )
+
+
+def test_default_budget_keeps_the_products(problem) -> None:
+    op, _, _ = problem
+    spec = top_eigenpairs(op, k=10)
+    assert spec.method == "block-lanczos"
+    assert spec.memory_bytes is not None and spec.memory_bytes > 0
+
+
+@pytest.mark.parametrize("shrink", [False, True])
+def test_lean_solve_is_certified_by_true_residuals(problem, shrink: bool) -> None:
+    op, H, evals = problem
+    k = 40
+    full, lean = _budgets(op.n, k)
+    # between lean and full: the basis alone; below lean: a smaller basis as well
+    budget = (lean + full) // 2 if not shrink else lean - (full - lean) // 4
+    spec = top_eigenpairs(op, k=k, tol=1e-9, return_vectors=True, memory_budget=budget)
+    assert spec.method == "block-lanczos-lean"
+    assert spec.memory_bytes <= budget
+    assert spec.all_converged
+    assert np.abs(spec.eigenvalues - evals[:k]).max() / abs(evals[0]) <= 1e-8
+    # the reported residuals are the true ones: from products of the returned vectors
+    V = torch.as_tensor(spec.eigenvectors)
+    true = torch.linalg.vector_norm(H @ V - V * torch.as_tensor(spec.eigenvalues), dim=0)
+    assert np.allclose(spec.residuals * spec.scale, true.numpy(), rtol=1e-6, atol=1e-13)
+    # the certificates cost k products more than the iteration's own
+    full_spec = top_eigenpairs(op, k=k, tol=1e-9)
+    assert spec.num_matvecs >= full_spec.num_matvecs
+
+
+def test_lean_solve_reports_unconverged_pairs_when_the_budget_runs_out(problem) -> None:
+    op, _, _ = problem
+    _, lean = _budgets(op.n, 30)
+    spec = top_eigenpairs(op, k=30, tol=1e-12, max_matvecs=60, memory_budget=lean)
+    assert spec.method == "block-lanczos-lean"
+    assert spec.num_matvecs <= 60 and spec.eigenvalues.size == 30
+    assert not spec.all_converged
+
+
+def test_a_budget_nothing_fits_is_one_clear_error_before_any_product(problem) -> None:
+    op, _, _ = problem
+    before = op.num_matvecs
+    with pytest.raises(UserInputError, match=r"memory_budget of .* too small.*--memory"):
+        top_eigenpairs(op, k=40, memory_budget="10KiB")
+    assert op.num_matvecs == before
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("4GiB", 4 * 2**30), ("512M", 512 * 2**20), ("1.5 GB", int(1.5 * 2**30)), (1000, 1000)],
+)
+def test_parse_bytes(text: str | int, value: int) -> None:
+    assert parse_bytes(text) == value
+
+
+@pytest.mark.parametrize("bad", ["lots", "-1GiB", 0, True, "1e3 parsecs"])
+def test_parse_bytes_refuses_what_is_not_a_size(bad: object) -> None:
+    with pytest.raises(UserInputError, match="memory_budget"):
+        parse_bytes(bad)  # type: ignore[arg-type]
