@@ -136,9 +136,10 @@ def top_eigenpairs(
             (relative: 1e-3; norm: 1e-6, float32 1e-5).
         which: ``"largest"`` (algebraic), ``"smallest"`` (most negative first) or ``"both"``
             (``ceil(k/2)`` largest and ``floor(k/2)`` smallest, as scipy's ``"BE"``).
-        block_size: columns per ``matmat``. Default: 4 on a CPU and 16 on a GPU (at most k,
-            at least 2 when k > 1). Larger blocks batch better, smaller ones need fewer
-            products (``benchmarks/bench_topk.py``, docs/benchmarks.md).
+        block_size: columns per ``matmat``. Default: 4 on a CPU (8 from k = 200) and 16 on
+            a GPU (at most k, at least 2 when k > 1). Larger blocks batch better and
+            orthogonalize faster, smaller ones need fewer products
+            (``benchmarks/bench_topk.py``, docs/benchmarks.md).
         max_matvecs: budget of operator columns (default ``max(2000, 20 * (k + block))``).
             When it runs out, the pairs found are returned with ``converged`` False where
             the criterion fails: never silently.
@@ -319,14 +320,21 @@ def _plan(
     )
 
 
-# default columns per block by device type: what benchmarks/bench_topk.py found fastest
+# default columns per block by device type: what benchmarks/bench_topk.py found fastest; on a
+# CPU 8 from k = 200 on, where Gram-Schmidt against thousands of basis vectors costs as much as
+# the products (docs/benchmarks.md: LeNet K = 300 in float32, block 4 took 1,084 products and
+# block 8 1,152 in 3 % less time; a K = 1000 diagonal solve spent 130 s in Gram-Schmidt with
+# block 4 and 113 s with block 8, one thread)
 _DEFAULT_BLOCK = {"cpu": 4}
+_DEFAULT_BLOCK_LARGE_K = {"cpu": 8}
+_LARGE_K = 200
 _DEFAULT_BLOCK_ACCELERATOR = 16
 
 
 def _block_size(block_size: int | None, k: int, n: int, device_type: str) -> int:
     if block_size is None:
-        default = _DEFAULT_BLOCK.get(device_type, _DEFAULT_BLOCK_ACCELERATOR)
+        table = _DEFAULT_BLOCK_LARGE_K if k >= _LARGE_K else _DEFAULT_BLOCK
+        default = table.get(device_type, _DEFAULT_BLOCK_ACCELERATOR)
         block_size = min(default, max(k, 2))
     if not isinstance(block_size, (int, np.integer)) or block_size < 1:
         raise UserInputError(f"block_size must be a positive integer, got {block_size!r}")
