@@ -36,7 +36,7 @@ from torch import nn
 
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.criteria import DEFAULT_CRITERION
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 
 if TYPE_CHECKING:
     from hessian_powerlaw.solvers import SolverCheckpoint
@@ -180,12 +180,6 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def validate_options(k: int, tol: float | None, trace_matvecs: int, alpha: float) -> None:

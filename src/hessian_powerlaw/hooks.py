@@ -43,14 +43,13 @@ from hessian_powerlaw._results import to_jsonable
 from hessian_powerlaw.analysis import (
     PER_BLOCK,
     analyze,
-    check_int,
     dtype_name,
     parameter_groups,
     parse_dtype,
     validate_options,
     versions,
 )
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.tracking import TRACK_FILE, TrackResult, correlations_of
 
 __all__ = [

@@ -26,14 +26,14 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import integrate, optimize, special, stats
 
 from hessian_powerlaw._results import ResultMixin
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 
 __all__ = [
     "AlternativesComparison",
@@ -276,17 +276,11 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def _top_positive(values: FloatArray, k: int | None) -> tuple[FloatArray, int]:
     """The top ``k`` values (all when None), descending, without the non-positive ones."""
     desc = np.sort(values)[::-1]
     if k is not None:
-        k = _check_count("k", k, MIN_POINTS)
+        k = check_int(k, "k", MIN_POINTS)
         if k > desc.size:
             raise UserInputError(
                 f"k = {k} is larger than the number of eigenvalues ({desc.size}); "
@@ -365,7 +359,7 @@ def critical_value(k: int, alpha: float = 0.05, method: Critical = "asymptotic")
     other alphas. ``"exact"``: the finite-k KS distribution, ``scipy.stats.kstwo.isf``. For
     k <= 35 the exact value is always used.
     """
-    k = _check_count("k", k, 1)
+    k = check_int(k, "k", 1)
     alpha = _check_alpha(alpha)
     _check_choice("critical", method, ("asymptotic", "exact"))
     if method == "exact" or k < ASYMPTOTIC_FROM_K:
@@ -513,7 +507,7 @@ def rank_regression(
     :func:`fit_power_law` for the test.
     """
     values = _as_values(eigenvalues)
-    n_boot = _check_count("n_boot", n_boot, 10)
+    n_boot = check_int(n_boot, "n_boot", 10)
     if not 0.0 < confidence < 1.0:
         raise UserInputError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
     desc, _ = _top_positive(values, k)
@@ -618,7 +612,7 @@ def bootstrap_pvalue(
     cutoff resampled from the data, and costs about ``n_boot`` times one Clauset fit.
     """
     values = _as_values(eigenvalues)
-    n_boot = _check_count("n_boot", n_boot, 1)
+    n_boot = check_int(n_boot, "n_boot", 1)
     _check_choice("cutoff", cutoff, ("kth", "clauset"))
     selection, n_dropped = _top_positive(values, k)
     with warnings.catch_warnings():  # already warned by _top_positive

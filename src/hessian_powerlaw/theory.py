@@ -65,7 +65,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from hessian_powerlaw._results import ResultMixin
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 
 if TYPE_CHECKING:  # torch and matplotlib are imported where used, so numpy users stay light
     import torch
@@ -154,7 +154,7 @@ class MaxEntropyDensity(ResultMixin):
         grid (trapezoid rule) and inverted by interpolation in :math:`\ln\lambda`. For a
         power law far from ``lambda_max`` this is :func:`predicted_rank_law`.
         """
-        K = _check_int("num_eigenvalues", num_eigenvalues, 1)
+        K = check_int(num_eigenvalues, "num_eigenvalues", 1)
         lam, p = self.grid, self.density
         pieces = 0.5 * (p[1:] + p[:-1]) * np.diff(lam)
         survival = np.concatenate([np.cumsum(pieces[::-1])[::-1], [0.0]])
@@ -246,10 +246,10 @@ def max_entropy_density(
     a heavy tail but is still the maximiser).
     """
     beta, a, b = _check_interval(beta, lambda_min, lambda_max)
-    n = _check_int("grid_size", grid_size, 16)
+    n = check_int(grid_size, "grid_size", 16)
     if not 0 < tol < 1:
         raise UserInputError(f"tol must be in (0, 1), got {tol!r}")
-    iterations_cap = _check_int("max_iterations", max_iterations, 1)
+    iterations_cap = check_int(max_iterations, "max_iterations", 1)
     lam = np.geomspace(a, b, n)
     w = _trapezoid_weights(lam)
     cost = beta * np.log(lam) - np.log(w)  # f(m) = sum m (ln m + cost)
@@ -330,7 +330,7 @@ def predicted_rank_law(beta: float, k: int) -> FloatArray:
         raise UserInputError(
             f"beta must be a finite number > 1 for a rank law (s = 1/(beta-1)), got {beta!r}"
         )
-    count = _check_int("k", k, 1)
+    count = check_int(k, "k", 1)
     s = 1.0 / (float(beta) - 1.0)
     return np.arange(1, count + 1, dtype=np.float64) ** (-s)
 
@@ -496,7 +496,7 @@ def power_law_bounds(lambda_1: float, s: float, e_norm: float, k: int) -> FloatA
     prediction of the trend otherwise.
     """
     norm = _check_norm(e_norm)
-    count = _check_int("k", k, 1)
+    count = check_int(k, "k", 1)
     if not (math.isfinite(lambda_1) and lambda_1 > 0):
         raise UserInputError(f"lambda_1 must be a positive number, got {lambda_1!r}")
     if not (math.isfinite(s) and s > 0):
@@ -827,7 +827,7 @@ def compare_operators(
     """
     from hessian_powerlaw.solvers import top_eigenpairs
 
-    count = _check_int("k", k, 1)
+    count = check_int(k, "k", 1)
     n = int(op_a.n)
     if count + 1 > n:
         raise UserInputError(f"k must be below n = {n} (k + 1 eigenpairs are needed), got {k}")
@@ -1133,14 +1133,3 @@ def subspace_figure(result: SubspaceStability | dict[str, Any]) -> Figure:
 
 def _nan_for_none(values: Any) -> list[float]:
     return [math.nan if v is None else float(v) for v in values]
-
-
-# ============================================================================================
-# helpers
-# ============================================================================================
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)

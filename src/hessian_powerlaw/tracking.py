@@ -23,7 +23,6 @@ from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin, to_jsonable
 from hessian_powerlaw.analysis import (
     analyze,
-    check_int,
     default_num_samples,
     dtype_name,
     parameter_groups,
@@ -32,7 +31,7 @@ from hessian_powerlaw.analysis import (
     versions,
 )
 from hessian_powerlaw.criteria import DEFAULT_CRITERION
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.io import atomic_write_json
 
 # Hessian measures correlated with generalization, and the targets they are correlated with

@@ -8,8 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from hessian_powerlaw.analysis import check_int
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.hooks import (
     HessianHook,
     check_hook_options,
