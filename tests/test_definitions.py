@@ -27,3 +27,40 @@ def test_every_module_uses_the_one_integer_check() -> None:
         powerlaw.fit_power_law(np.arange(1.0, 30.0), k=5)
     with pytest.raises(UserInputError, match="k must be an integer >= 1, got 0"):
         theory.predicted_rank_law(2.0, 0)
+
+
+def test_a_run_folder_means_its_final_checkpoint_else_its_last(tmp_path) -> None:
+    from hessian_powerlaw.training import checkpoint_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserInputError, match="has no checkpoint"):
+        checkpoint_path(run)
+    for step in (5, 40, 120):
+        (run / f"ckpt-{step}.pt").write_bytes(b"")
+    assert checkpoint_path(run) == run / "ckpt-120.pt"  # an unfinished run: its last one
+    (run / "final.pt").write_bytes(b"")
+    assert checkpoint_path(run) == run / "final.pt"
+    assert checkpoint_path(run / "ckpt-5.pt") == run / "ckpt-5.pt"
+
+
+def test_spectra_and_runs_load_a_folder_alike(tmp_path) -> None:
+    """``analyze_spec(checkpoint=RUN)`` and ``training.load_model(RUN)`` take the same file."""
+    import torch
+
+    from hessian_powerlaw.analysis import analyze_spec
+    from hessian_powerlaw.training import load_model_state
+    from hessian_powerlaw.zoo import build_model, load_data
+
+    data = load_data("digits", seed=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    trained = build_model("fcn:1x8", data, seed=7)
+    torch.save({"model": trained.state_dict()}, run / "ckpt-3.pt")
+    loaded = load_model_state("fcn:1x8", data, run, seed=1)
+    assert not loaded.training
+    for a, b in zip(loaded.parameters(), trained.parameters()):
+        assert torch.equal(a, b)
+    result = analyze_spec("fcn:1x8", "digits", checkpoint=run, samples=100, k=10,
+                          trace_matvecs=0, density=False, n_boot=0, seed=1)  # fmt: skip
+    assert result.num_samples == 100 and result.analysis.num_params == 64 * 8 + 8 + 90

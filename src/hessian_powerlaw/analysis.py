@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import platform
 import time
 import warnings
@@ -37,6 +36,7 @@ from torch import nn
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.criteria import DEFAULT_CRITERION
 from hessian_powerlaw.errors import UserInputError, check_int
+from hessian_powerlaw.training import checkpoint_path, load_model_state
 
 if TYPE_CHECKING:
     from hessian_powerlaw.solvers import SolverCheckpoint
@@ -461,35 +461,6 @@ def default_num_samples(data: Any) -> int:
     return min(int(data.num_train), cap)
 
 
-def load_model_state(model_spec: str, data: Any, checkpoint: str | None, seed: int) -> nn.Module:
-    """The zoo model at random init (``seed``), or with the weights of ``checkpoint``.
-
-    A checkpoint may be a run's ``ckpt-*.pt``/``final.pt`` or a bare ``state_dict``, loaded
-    weights-only. Weights that do not fit the model are a UserInputError naming the file.
-    """
-    from hessian_powerlaw import zoo
-
-    model = zoo.build_model(model_spec, data, seed=seed)
-    if checkpoint is not None:
-        from hessian_powerlaw.training import load_weights
-
-        load_weights(model, checkpoint_file(checkpoint))
-    return model.eval()
-
-
-def checkpoint_file(checkpoint: str | os.PathLike[str]) -> Path:
-    """``checkpoint`` itself, or a run folder's ``final.pt``."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        if not (path / "final.pt").is_file():
-            raise UserInputError(
-                f"checkpoint {str(path)!r} is a folder without final.pt; pass one of its "
-                "ckpt-<step>.pt files"
-            )
-        return path / "final.pt"
-    return path
-
-
 def parameter_groups(model: nn.Module, params: Any) -> dict[str, Any]:
     """``{label: params}``: one group, or one per block with ``params="per-block"``."""
     from hessian_powerlaw.zoo.blocks import last_layer_names, per_block_groups
@@ -581,7 +552,7 @@ def analyze_spec(
             state_interval,
             model=model_spec,
             data=data_spec,
-            checkpoint_sha256=None if checkpoint is None else _sha256(checkpoint_file(checkpoint)),
+            checkpoint_sha256=None if checkpoint is None else _sha256(checkpoint_path(checkpoint)),
             samples=int(num_samples),
             batch_size=batch_size,
             seq_len=getattr(data, "seq_len", None),

@@ -257,8 +257,7 @@ def run_demo(
     from hessian_powerlaw.io import staged_dir
     from hessian_powerlaw.report.html import write_report
     from hessian_powerlaw.report.outputs import write_demo_figures
-    from hessian_powerlaw.training import TrainConfig, load_config_data, load_weights, train
-    from hessian_powerlaw.zoo import build_model
+    from hessian_powerlaw.training import TrainConfig, load_config_data, load_model_state, train
 
     chosen = settings or DEMO_PRESETS["quick" if quick else "default"]
     start = time.perf_counter()
@@ -277,15 +276,15 @@ def run_demo(
         num_samples = sum(int(b[1].shape[0]) for b in batches)
         # the run's own step 0 (its initial weights) and its end
         files = {"random init": "ckpt-0.pt", "trained": "final.pt"}
-        models = {name: build_model(config.model, data, seed=config.seed) for name in files}
-        for name, file in files.items():
-            load_weights(models[name], stage / "run" / file)
+        models = {
+            name: load_model_state(config.model, data, stage / "run" / file, config.seed)
+            for name, file in files.items()
+        }
         options: dict[str, Any] = {"tol": chosen.tol, "criterion": chosen.criterion}
         if chosen.dtype is not None:
             options["dtype"] = chosen.dtype
         states: dict[str, dict[str, Any]] = {}
         for name, model in models.items():
-            model.eval()
             analysis = analyze(model, data.loss, batches, k=chosen.k, alpha=0.05,
                                trace_matvecs=chosen.trace_matvecs, density=chosen.density,
                                seed=chosen.seed, progress=progress, **options)  # fmt: skip

@@ -171,8 +171,7 @@ def track_run(
     Hessian product (:mod:`hessian_powerlaw.distributed`); the ranks check that they resume
     from the same finished checkpoints, and only rank 0 writes ``track.json`` and figures.
     """
-    from hessian_powerlaw.training import load_config_data, load_run, load_weights
-    from hessian_powerlaw.zoo import build_model
+    from hessian_powerlaw.training import load_config_data, load_model_state, load_run
 
     validate_options(k, tol, trace_matvecs, alpha)
     check_int(every, "every")
@@ -233,9 +232,7 @@ def track_run(
                 if board is not None:
                     board.write(done[name])
                 continue
-            model = build_model(run.config.model, data, seed=run.config.seed)
-            load_weights(model, ckpt)
-            model.eval()
+            model = load_model_state(run.config.model, data, ckpt, run.config.seed)
             (group,) = parameter_groups(model, params).values()
             analysis = analyze(model, data.loss, batches, params=group, device=device,
                                progress=progress, **options)  # fmt: skip

@@ -738,15 +738,63 @@ def load_run(path: str | os.PathLike[str]) -> RunInfo:
     )
 
 
-def _checkpoint_path(path: Path) -> Path:
-    if path.is_dir():
-        if (path / "final.pt").is_file():
-            return path / "final.pt"
-        checkpoints = _checkpoint_files(path)
-        if not checkpoints:
-            raise UserInputError(f"run folder {str(path)!r} has no checkpoint (final.pt, ckpt-*)")
-        return checkpoints[-1][1]
-    return path
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file that ``path`` names.
+
+    Args:
+        path: a checkpoint file (a run's ``ckpt-<step>.pt`` or ``final.pt``, or a bare
+            ``state_dict``), or a run folder.
+
+    Returns:
+        ``path`` itself for a file; for a folder its ``final.pt``, or, when the run has not
+        finished, its last ``ckpt-<step>.pt``.
+
+    Raises:
+        UserInputError: a folder without any checkpoint.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return folder
+    if (folder / "final.pt").is_file():
+        return folder / "final.pt"
+    checkpoints = _checkpoint_files(folder)
+    if not checkpoints:
+        raise UserInputError(
+            f"run folder {str(folder)!r} has no checkpoint (final.pt, ckpt-<step>.pt); "
+            "pass a checkpoint file"
+        )
+    return checkpoints[-1][1]
+
+
+def load_model_state(
+    model_spec: str,
+    data: Any,
+    checkpoint: str | os.PathLike[str] | dict[str, Any] | None,
+    seed: int,
+) -> nn.Module:
+    """The zoo model of ``model_spec`` at random init, or with a checkpoint's weights.
+
+    Args:
+        model_spec: a model spec (``zoo.build_model``).
+        data: the data bundle the model is built for.
+        checkpoint: ``None`` (random init, seeded by ``seed``); a checkpoint file or run
+            folder (:func:`checkpoint_path`), loaded weights-only; or a loaded checkpoint
+            dict (:func:`load_weights`).
+        seed: the seed of the initial weights.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        UserInputError: the spec is unknown or the weights do not fit the model.
+    """
+    from hessian_powerlaw.zoo import build_model
+
+    model = build_model(model_spec, data, seed=seed)
+    if checkpoint is not None:
+        source = checkpoint if isinstance(checkpoint, dict) else checkpoint_path(checkpoint)
+        load_weights(model, source)
+    return model.eval()
 
 
 def load_weights(model: nn.Module, checkpoint: str | os.PathLike[str] | dict[str, Any]) -> None:
@@ -830,12 +878,23 @@ def load_model(
 ) -> tuple[nn.Module, Any, TrainConfig]:
     """Rebuild (model, data, config) from a checkpoint file or a run folder.
 
-    A folder means its ``final.pt`` (else its last checkpoint). Model and data are rebuilt
-    from the config stored in the checkpoint (or the folder's config.json), the weights
-    loaded weights-only. The model is returned in eval mode. ``data`` reuses a bundle
-    already loaded for this config.
+    Model and data are rebuilt from the config stored in the checkpoint (or the folder's
+    config.json), the weights loaded weights-only (:func:`load_model_state`).
+
+    Args:
+        path: a checkpoint file or a run folder (:func:`checkpoint_path`: its ``final.pt``,
+            else its last checkpoint).
+        data_dir: where the config's data set lies, when not where it was trained.
+        data: a data bundle already loaded for this config, reused.
+        device: where to move the model.
+
+    Returns:
+        ``(model, data, config)``, the model in eval mode.
+
+    Raises:
+        UserInputError: no checkpoint, no config, or weights that do not fit.
     """
-    ckpt_path = _checkpoint_path(Path(path))
+    ckpt_path = checkpoint_path(path)
     payload = load_checkpoint(ckpt_path)
     values = payload.get("config") if isinstance(payload, dict) else None
     config = TrainConfig.from_dict(values) if values else _read_config(ckpt_path.parent)
@@ -844,14 +903,11 @@ def load_model(
             f"checkpoint {str(ckpt_path)!r} carries no training config and its folder has no "
             "config.json; pass --model and --data explicitly"
         )
-    from hessian_powerlaw.zoo import build_model
-
     data = data if data is not None else load_config_data(config, data_dir)
-    model = build_model(config.model, data, seed=config.seed)
-    load_weights(model, payload)
+    model = load_model_state(config.model, data, payload, config.seed)
     if device is not None:
         model.to(device)
-    return model.eval(), data, config
+    return model, data, config
 
 
 __all__ = [
@@ -859,8 +915,10 @@ __all__ = [
     "RunInfo",
     "TrainConfig",
     "TrainResult",
+    "checkpoint_path",
     "compute_loss",
     "load_model",
+    "load_model_state",
     "load_run",
     "load_weights",
     "lr_factor",

@@ -186,8 +186,7 @@ def run_condition(
     ``track.json`` dict for tracked conditions) and ``seconds``.
     """
     from hessian_powerlaw.analysis import evaluate_model
-    from hessian_powerlaw.training import load_weights, train
-    from hessian_powerlaw.zoo import build_model
+    from hessian_powerlaw.training import load_model_state, train
 
     start = time.perf_counter()
     cache = data_cache or _DataCache()
@@ -222,10 +221,8 @@ def run_condition(
             "test": {"loss": last["test_loss"], "accuracy": last["test_accuracy"]},
         }
     else:
-        model = build_model(config.model, data, seed=config.seed)
-        if condition.trained:
-            load_weights(model, run_dir / "final.pt")
-        model.eval()
+        weights = run_dir / "final.pt" if condition.trained else None
+        model = load_model_state(config.model, data, weights, config.seed)
         record["analyses"] = _analyse_state(condition, model, data, device, progress)
         record["evaluation"] = evaluate_model(model.cpu(), data)
     record["seconds"] = time.perf_counter() - start
