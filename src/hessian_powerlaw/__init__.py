@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "UserInputError": "hessian_powerlaw.errors",
     "analyze": "hessian_powerlaw.analysis",
     "analyze_spec": "hessian_powerlaw.analysis",
+    "AnalysisOptions": "hessian_powerlaw.options",
     "Analysis": "hessian_powerlaw.analysis",
     "track_run": "hessian_powerlaw.tracking",
     "HessianHook": "hessian_powerlaw.hooks",

@@ -29,6 +29,7 @@ from typing import Any
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.analysis import analyze, versions
 from hessian_powerlaw.io import atomic_write_json
+from hessian_powerlaw.options import AnalysisOptions
 
 STATES: tuple[str, ...] = ("random init", "trained")
 PAPER_K = 1000
@@ -63,6 +64,17 @@ class DemoSettings(ResultMixin):
     seed: int = 0
     warmup_epochs: int = 1
     criterion: str | None = None
+
+    def options(self) -> AnalysisOptions:
+        """The analysis options of the demo's two spectra (``None`` keeps the library's).
+
+        Returns:
+            The :class:`~hessian_powerlaw.options.AnalysisOptions`.
+        """
+        values = {"k": self.k, "samples": self.samples, "dtype": self.dtype, "tol": self.tol,
+                  "criterion": self.criterion, "trace_matvecs": self.trace_matvecs,
+                  "density": self.density, "alpha": 0.05, "seed": self.seed}  # fmt: skip
+        return AnalysisOptions(**{k: v for k, v in values.items() if k != "dtype" or v})
 
 
 # default: the paper's K and a LeNet on real MNIST (training about a minute on 2 CPU cores,
@@ -280,14 +292,9 @@ def run_demo(
             name: load_model_state(config.model, data, stage / "run" / file, config.seed)
             for name, file in files.items()
         }
-        options: dict[str, Any] = {"tol": chosen.tol, "criterion": chosen.criterion}
-        if chosen.dtype is not None:
-            options["dtype"] = chosen.dtype
         states: dict[str, dict[str, Any]] = {}
         for name, model in models.items():
-            analysis = analyze(model, data.loss, batches, k=chosen.k, alpha=0.05,
-                               trace_matvecs=chosen.trace_matvecs, density=chosen.density,
-                               seed=chosen.seed, progress=progress, **options)  # fmt: skip
+            analysis = analyze(model, data.loss, batches, chosen.options(), progress=progress)
             evaluation = {split: dict(data.evaluate(model, split)) for split in ("train", "test")}
             states[name] = {"analysis": analysis.to_dict(), "evaluation": evaluation}
         training = {

@@ -66,6 +66,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError, check_int
+from hessian_powerlaw.options import AnalysisOptions
 
 if TYPE_CHECKING:  # torch and matplotlib are imported where used, so numpy users stay light
     import torch
@@ -100,6 +101,8 @@ FloatArray = NDArray[np.float64]
 
 #: splits accepted by :func:`subspace_stability` besides an explicit pair of batch lists
 SPLITS = ("halves", "seeds")
+#: :func:`subspace_stability`'s defaults where they differ from :class:`AnalysisOptions`'s.
+SUBSPACE_DEFAULTS: dict[str, Any] = {"trace_matvecs": 99}
 
 
 # ============================================================================================
@@ -1006,68 +1009,83 @@ def subspace_stability(
     model: Any,
     loss: Any,
     data: Any,
-    k: int,
+    k: int | None = None,
     splits: Any = "halves",
+    options: AnalysisOptions | None = None,
     *,
     params: Any = None,
     num_samples: int | None = None,
-    batch_size: int | None = None,
-    dtype: Any = None,
     backend: str = "auto",
-    tol: float | None = None,
-    seed: int = 0,
-    max_matvecs: int | None = None,
-    trace_matvecs: int = 99,
     c_values: Sequence[float] | None = None,
-    alpha: float = 0.05,
     progress: bool = False,
+    **option_values: Any,
 ) -> SubspaceStability:
     """Top-``k`` Hessian eigenvectors on two data splits: angles, overlaps and bounds.
 
-    Args:
-        model, loss: as for ``HessianOperator`` (``loss=None`` takes ``data.loss`` of a bundle).
-        data: a data bundle (``zoo.load_data``) or a list of batches (or one batch).
-        k: eigenvectors compared (``k + 1`` eigenpairs are computed on each side).
-        splits: ``"halves"``: disjoint halves (:func:`split_batches`) of the data (of
-            ``data.hessian_batches(num_samples, batch_size, seed)`` for a bundle);
-            ``"seeds"``: two seeded random subsets of ``num_samples`` (default half the
-            training set), which may share samples; or a pair ``(batches_a, batches_b)``,
-            e.g. the same batches for two nearby checkpoints go through
-            :func:`compare_operators` with two operators.
-        params, dtype, backend: the Hessian's parameters, precision (float64 by default) and
-            Hessian-vector-product backend, passed to ``HessianOperator``.
-        trace_matvecs: Hutch++ products for the trace of ``H_A`` (0 skips the trace curve).
     The gradient for the low-dimension curve is that of the loss on split ``A``.
-    """
-    import torch
 
+    Args:
+        model: the model, as for ``HessianOperator``.
+        loss: its loss; ``None`` takes ``data.loss`` of a bundle.
+        data: a data bundle (``zoo.load_data``) or a list of batches (or one batch).
+        k: eigenvectors compared (``k + 1`` eigenpairs are computed on each side); ``None``:
+            ``options.k``.
+        splits: ``"halves"``: disjoint halves (:func:`split_batches`) of the data (of the
+            bundle's Hessian batches of ``options.samples``); ``"seeds"``: two seeded random
+            subsets of ``options.samples`` (default half the training set), which may share
+            samples; or a pair ``(batches_a, batches_b)``, e.g. the same batches for two
+            nearby checkpoints go through :func:`compare_operators` with two operators.
+        options: the analysis options (``samples``, ``batch_size``, ``dtype``, ``tol``,
+            ``seed``, ``max_matvecs``, ``trace_matvecs``: Hutch++ products for the trace of
+            ``H_A``, 0 skips the trace curve; ``alpha``). The eigenvectors are compared, so
+            the solves use the ``"norm"`` criterion. ``None``: :class:`AnalysisOptions`
+            with ``trace_matvecs=99``.
+        params: the Hessian's parameters, passed to ``HessianOperator``.
+        num_samples: the same as ``samples=`` (the older name).
+        backend: the Hessian-vector-product backend of ``HessianOperator``.
+        c_values: the constants of the effective dimension.
+        progress: progress bars on stderr.
+        **option_values: fields of :class:`AnalysisOptions` that replace those of
+            ``options``.
+
+    Returns:
+        The :class:`SubspaceStability`, with ``info`` on the two operators.
+
+    Raises:
+        UserInputError: bad options, splits or data.
+    """
     from hessian_powerlaw.operators import HessianOperator
     from hessian_powerlaw.solvers import hutchinson_trace
 
+    if k is not None:
+        option_values["k"] = k
+    if num_samples is not None:
+        option_values["samples"] = num_samples
+    chosen = AnalysisOptions.of(options, defaults=SUBSPACE_DEFAULTS, **option_values)
     if loss is None:
         loss = getattr(data, "loss", None)
         if loss is None:
             raise UserInputError("loss is None and data has no .loss; pass the loss")
-    batches_a, batches_b, description = _resolve_splits(data, splits, num_samples, batch_size, seed)
-    dtype = torch.float64 if dtype is None else dtype
-    op_a = HessianOperator(model, loss, batches_a, params=params, dtype=dtype, backend=backend)
-    op_b = HessianOperator(model, loss, batches_b, params=params, dtype=dtype, backend=backend)
+    batches_a, batches_b, description = _resolve_splits(
+        data, splits, chosen.samples, chosen.batch_size, chosen.seed
+    )
+    kwargs = {"params": params, "backend": backend, **chosen.operator_kwargs()}
+    op_a = HessianOperator(model, loss, batches_a, **kwargs)
+    op_b = HessianOperator(model, loss, batches_b, **kwargs)
     trace = None
-    if trace_matvecs:
-        if trace_matvecs < 6:
-            raise UserInputError(f"trace_matvecs must be 0 (skip) or >= 6, got {trace_matvecs}")
-        trace = hutchinson_trace(op_a, num_matvecs=int(trace_matvecs), seed=seed)
+    if chosen.trace_matvecs:
+        trace = hutchinson_trace(op_a, num_matvecs=chosen.trace_matvecs, seed=chosen.seed)
     result = compare_operators(
         op_a,
         op_b,
-        k,
-        tol=tol,
-        seed=seed,
-        max_matvecs=max_matvecs,
+        chosen.k,
+        tol=chosen.tol,
+        seed=chosen.seed,
+        max_matvecs=chosen.max_matvecs,
         trace=trace,
         gradient=op_a.gradient(),
         c_values=c_values,
-        alpha=alpha,
+        alpha=chosen.alpha,
         split=description,
         progress=progress,
     )
@@ -1075,7 +1093,7 @@ def subspace_stability(
         "num_samples_a": op_a.num_samples,
         "num_samples_b": op_b.num_samples,
         "params": list(op_a.param_names),
-        "dtype": str(dtype).replace("torch.", ""),
+        "dtype": chosen.dtype,
     }
     return _with(result, info=info)
 

@@ -21,18 +21,10 @@ from typing import Any
 
 from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin, to_jsonable
-from hessian_powerlaw.analysis import (
-    analyze,
-    default_num_samples,
-    dtype_name,
-    parameter_groups,
-    parse_dtype,
-    validate_options,
-    versions,
-)
-from hessian_powerlaw.criteria import DEFAULT_CRITERION
+from hessian_powerlaw.analysis import analyze, hessian_batches, parameter_groups, versions
 from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.io import atomic_write_json
+from hessian_powerlaw.options import AnalysisOptions
 
 # Hessian measures correlated with generalization, and the targets they are correlated with
 TRACKED_MEASURES: tuple[str, ...] = ("s", "d_ks", "lambda_max", "trace", "beta")
@@ -138,42 +130,52 @@ def _read_previous(path: Path, settings: Mapping[str, Any]) -> list[dict[str, An
 
 def track_run(
     run_dir: str | os.PathLike[str],
+    options: AnalysisOptions | None = None,
     *,
-    k: int = 100,
     every: int = 1,
-    samples: int | None = None,
-    batch_size: int | None = None,
     params: Any = None,
-    dtype: str = "float64",
     device: str | None = None,
-    tol: float | None = None,
-    criterion: str | None = None,
-    max_matvecs: int | None = None,
-    trace_matvecs: int = 100,
-    alpha: float = 0.05,
-    n_boot: int = 1000,
-    seed: int = 0,
     progress: bool = False,
     figures: bool = True,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
     tensorboard: str | os.PathLike[str] | None = None,
+    **option_values: Any,
 ) -> TrackResult:
     """Analyse the checkpoints of the training run in ``run_dir``; write ``RUN/track.json``.
 
-    The Hessian of every checkpoint is taken on the same fixed ``samples`` training samples
-    (the run's own training data, label noise included). ``every`` analyses every N-th
-    checkpoint (and always the last). Checkpoints already in ``track.json`` with the same
-    settings are reused. ``on_entry`` is called with each newly finished entry.
-    ``tensorboard``: a folder that receives every entry's measures and rank plot as
-    TensorBoard event files at the checkpoint's step (:mod:`hessian_powerlaw.report.tensorboard`).
+    The Hessian of every checkpoint is taken on the same fixed ``options.samples`` training
+    samples (the run's own training data, label noise included). Checkpoints already in
+    ``track.json`` with the same settings are reused.
 
     Under ``torch.distributed`` (``torchrun ... track``) every rank takes part in every
     Hessian product (:mod:`hessian_powerlaw.distributed`); the ranks check that they resume
     from the same finished checkpoints, and only rank 0 writes ``track.json`` and figures.
+
+    Args:
+        run_dir: a run folder written by :func:`~hessian_powerlaw.training.train`.
+        options: the analysis options (``samples``, ``batch_size``, ``k``, ...).
+        every: analyse every N-th checkpoint (and always the last).
+        params: one parameter selection (not ``"per-block"``).
+        device: where the products run.
+        progress: progress bars on stderr.
+        figures: also write the figures next to ``track.json``.
+        on_entry: called with each newly finished entry.
+        tensorboard: a folder that receives every entry's measures and rank plot as
+            TensorBoard event files at the checkpoint's step
+            (:mod:`hessian_powerlaw.report.tensorboard`).
+        **option_values: fields of :class:`~hessian_powerlaw.options.AnalysisOptions` that
+            replace those of ``options``.
+
+    Returns:
+        The :class:`TrackResult` written to ``track.json``.
+
+    Raises:
+        UserInputError: bad options, a run folder that cannot be read or written, or one
+            without checkpoints.
     """
     from hessian_powerlaw.training import load_config_data, load_model_state, load_run
 
-    validate_options(k, tol, trace_matvecs, alpha)
+    chosen = AnalysisOptions.of(options, **option_values)
     check_int(every, "every")
     if params == "per-block":
         raise UserInputError("track analyses one parameter selection; per-block is for spectrum")
@@ -184,17 +186,11 @@ def track_run(
     checkpoints = run_checkpoints(run)
     if not checkpoints:
         raise UserInputError(f"run folder {str(run_dir)!r} has no checkpoints to track")
-    chosen = select_checkpoints(checkpoints, every)
+    chosen_checkpoints = select_checkpoints(checkpoints, every)
     data = load_config_data(run.config)
-    num_samples = samples if samples is not None else default_num_samples(data)
-    check_int(num_samples, "samples")
-    batches = data.hessian_batches(num_samples, batch_size, seed)
-    options = dict(k=k, dtype=dtype, tol=tol, criterion=criterion or DEFAULT_CRITERION,
-                   max_matvecs=max_matvecs, trace_matvecs=trace_matvecs, alpha=alpha,
-                   n_boot=n_boot, seed=seed)  # fmt: skip
-    settings = {**options, "dtype": dtype_name(parse_dtype(dtype)), "every": every,
-                "samples": min(num_samples, data.num_train), "batch_size": batch_size,
-                "params": params}  # fmt: skip
+    batches, num_samples = hessian_batches(data, chosen)
+    settings = {**chosen.to_dict(), "samples": min(num_samples, data.num_train),
+                "every": every, "params": params}  # fmt: skip
     path = Path(run.path) / TRACK_FILE
     done = {e["checkpoint"]: e for e in _read_previous(path, settings)}
     # every rank must skip the same checkpoints, or their products would pair up wrongly
@@ -225,7 +221,7 @@ def track_run(
 
         board = TensorBoardWriter(tensorboard)
     try:
-        for step, ckpt in chosen:
+        for step, ckpt in chosen_checkpoints:
             name = Path(ckpt).name
             if name in done:
                 entries.append(done[name])
@@ -234,8 +230,8 @@ def track_run(
                 continue
             model = load_model_state(run.config.model, data, ckpt, run.config.seed)
             (group,) = parameter_groups(model, params).values()
-            analysis = analyze(model, data.loss, batches, params=group, device=device,
-                               progress=progress, **options)  # fmt: skip
+            analysis = analyze(model, data.loss, batches, chosen, params=group, device=device,
+                               progress=progress)  # fmt: skip
             record = analysis.to_dict()
             entry = {
                 "checkpoint": name,

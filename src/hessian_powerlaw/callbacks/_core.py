@@ -51,9 +51,10 @@ class CallbackCore:
         tensorboard: a folder for the hook's own TensorBoard event files, besides the
             trainer's loggers.
         **options: the measurement's options, as for :class:`~hessian_powerlaw.hooks.
-            HessianHook`: ``k``, ``params`` (the model's own names), ``dtype``, ``device``,
-            ``tol``, ``max_matvecs``, ``trace_matvecs``, ``alpha``, ``n_boot``, ``seed``,
-            ``name``, ``data``, ``progress``.
+            HessianHook`: ``options`` (an :class:`~hessian_powerlaw.options.AnalysisOptions`)
+            or its fields (``k``, ``dtype``, ``tol``, ``max_matvecs``, ``trace_matvecs``,
+            ``alpha``, ``n_boot``, ``seed``, ...), ``params`` (the model's own names),
+            ``device``, ``name``, ``data``, ``progress``.
     """
 
     def _configure(

@@ -6,12 +6,15 @@ import argparse
 import time
 from typing import Any
 
-from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
-from hessian_powerlaw.cli.spectrum import (
+from hessian_powerlaw.cli._common import (
     add_analysis_arguments,
+    add_command,
+    add_json,
     add_model_arguments,
+    add_quiet,
     check_output_folder,
     parse_params,
+    print_json,
 )
 from hessian_powerlaw.errors import UserInputError
 
@@ -31,12 +34,6 @@ Writes DIR/subspace.json and DIR/subspace.png (angles vs index with the bounds; 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "subspace", HELP, EXAMPLES, run)
     add_model_arguments(parser)
-    parser.add_argument(
-        "--checkpoint",
-        metavar="FILE",
-        help="weights to load (a run's ckpt-*.pt / final.pt, or a state_dict); "
-        "without it the model is at random initialisation",
-    )
     add_analysis_arguments(parser, default_k=50)
     parser.add_argument(
         "--splits",
@@ -79,59 +76,43 @@ def _resolve_params(model: Any, text: str | None) -> Any:
 def compute(args: argparse.Namespace) -> dict[str, Any]:
     """Load data and model from the specs, run :func:`theory.subspace_stability`, return a record.
 
-    The record holds the result (``stability``), the inputs and versions; with the key
-    ``_result`` it also carries the result object (not written to JSON).
+    Args:
+        args: the parsed command line.
+
+    Returns:
+        The record: the result (``stability``), the inputs (``config``: the analysis options,
+        the splits, the parameters and the backend) and versions; under the key ``_result``
+        also the result object (not written to JSON).
     """
     from hessian_powerlaw import zoo
-    from hessian_powerlaw.analysis import (
-        default_num_samples,
-        load_model_state,
-        parse_dtype,
-        versions,
-    )
-    from hessian_powerlaw.solvers import default_tol
+    from hessian_powerlaw.analysis import default_num_samples, versions
+    from hessian_powerlaw.options import AnalysisOptions
     from hessian_powerlaw.theory import subspace_stability
+    from hessian_powerlaw.training import load_model_state
 
     start = time.perf_counter()
-    if args.k < 1:
-        raise UserInputError(f"--k must be >= 1, got {args.k}")
-    dtype = parse_dtype(args.dtype)
+    # the eigenvectors are compared: residuals relative to |lambda_1|
+    options = AnalysisOptions.from_args(args, criterion="norm")
     data = zoo.load_data(args.data, seed=args.seed, model_spec=args.model, seq_len=args.seq_len)
     model = load_model_state(args.model, data, args.checkpoint, args.seed)
-    samples = args.samples
-    if samples is None and args.splits == "halves":
-        samples = default_num_samples(data)
+    if options.samples is None and args.splits == "halves":
+        options = options.replace(samples=default_num_samples(data))
     result = subspace_stability(
         model,
         data.loss,
         data,
-        args.k,
         splits=args.splits,
+        options=options,
         params=_resolve_params(model, args.params),
-        num_samples=samples,
-        batch_size=args.batch_size,
-        dtype=dtype,
         backend=args.backend,
-        tol=args.tol,
-        seed=args.seed,
-        max_matvecs=args.max_matvecs,
-        trace_matvecs=args.trace_matvecs,
-        alpha=args.alpha,
         progress=not args.quiet,
     )
     config = {
-        "k": args.k,
+        **options.to_dict(),
+        "tol": options.resolved_tol(),
         "splits": args.splits,
-        "samples": samples,
-        "batch_size": args.batch_size,
         "params": args.params,
-        "dtype": args.dtype,
         "backend": args.backend,
-        "tol": args.tol if args.tol is not None else default_tol(dtype, "norm"),
-        "max_matvecs": args.max_matvecs,
-        "trace_matvecs": args.trace_matvecs,
-        "alpha": args.alpha,
-        "seed": args.seed,
     }
     return {
         "model": args.model,

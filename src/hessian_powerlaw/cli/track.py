@@ -6,10 +6,13 @@ import argparse
 from types import SimpleNamespace
 from typing import Any
 
-from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
-from hessian_powerlaw.cli.spectrum import (
+from hessian_powerlaw.cli._common import (
     add_analysis_arguments,
+    add_command,
+    add_json,
+    add_quiet,
     parse_params,
+    print_json,
     unconverged_warning,
 )
 
@@ -75,25 +78,16 @@ def _print_entry(entry: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.measures import CorrelationRow, format_correlation_table
+    from hessian_powerlaw.options import AnalysisOptions
     from hessian_powerlaw.report.tables import TRACK_STEP_COLUMNS, text_table, track_rows
     from hessian_powerlaw.tracking import track_run
 
     result = track_run(
         args.run_dir,
-        k=args.k,
+        AnalysisOptions.from_args(args),
         every=args.every,
-        samples=args.samples,
-        batch_size=args.batch_size,
         params=parse_params(args.params),
-        dtype=args.dtype,
         device=args.device,
-        tol=args.tol,
-        criterion=args.criterion,
-        max_matvecs=args.max_matvecs,
-        trace_matvecs=args.trace_matvecs,
-        alpha=args.alpha,
-        n_boot=args.n_boot,
-        seed=args.seed,
         progress=not args.quiet,
         figures=not args.no_figures,
         on_entry=None if args.json else _print_entry,

@@ -129,23 +129,6 @@ def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | No
     return stored.get("result")
 
 
-def _hessian_options(condition: Condition) -> dict[str, Any]:
-    """The analysis options of a condition; a ``dtype`` of ``None`` is left to the library."""
-    h = condition.hessian
-    options = {
-        "k": h.k,
-        "dtype": h.dtype,
-        "tol": h.tol,
-        "max_matvecs": h.max_matvecs,
-        "trace_matvecs": h.trace_matvecs,
-        "alpha": h.alpha,
-        "seed": h.seed,
-    }
-    if options["dtype"] is None:
-        del options["dtype"]
-    return options
-
-
 def _analyse_state(
     condition: Condition, model: Any, data: Any, device: str | None, progress: bool
 ) -> dict[str, dict[str, Any]]:
@@ -156,10 +139,8 @@ def _analyse_state(
     batches = data.hessian_batches(h.samples, h.batch_size, h.seed, split=h.split)
     if device is not None:
         model = model.to(device)
-    analyses = analyze_groups(
-        model, data.loss, batches, h.params, device=device, progress=progress,
-        **_hessian_options(condition),
-    )  # fmt: skip
+    analyses = analyze_groups(model, data.loss, batches, h.params, h.options(), device=device,
+                              progress=progress)  # fmt: skip
     return {label: a.to_dict() for label, a in analyses.items()}
 
 
@@ -233,10 +214,7 @@ def _track(condition: Condition, run_dir: Path, progress: bool) -> dict[str, Any
     from hessian_powerlaw.tracking import track_run
 
     h = condition.hessian
-    result = track_run(
-        run_dir, samples=h.samples, batch_size=h.batch_size, params=h.params, progress=progress,
-        figures=False, **_hessian_options(condition),
-    )  # fmt: skip
+    result = track_run(run_dir, h.options(), params=h.params, progress=progress, figures=False)
     return result.to_dict()
 
 
