@@ -104,23 +104,13 @@ def preserved_training_state(model: nn.Module) -> Iterator[None]:
         torch.set_grad_enabled(grad_enabled)
 
 
-def _is_single_batch(obj: Any) -> bool:
-    if isinstance(obj, (torch.Tensor, Mapping)):
-        return True
-    return (
-        isinstance(obj, (tuple, list))
-        and len(obj) > 0
-        and all(isinstance(x, (torch.Tensor, np.ndarray)) for x in obj)
-    )
-
-
 def take_batches(batches: Any, what: str = "Hessian batch") -> list[Any]:
     """A fixed list of detached copies of ``batches``: one batch, a list of batches, or any
     iterable (a DataLoader is read once, in full). Reading a shuffling loader draws from the
     global generator; that draw is undone (:func:`preserved_rng_state`)."""
     if batches is None:
         raise UserInputError(f"the {what} is None; pass a batch (x, y), a dict or a list of them")
-    if _is_single_batch(batches):
+    if batching.is_single_batch(batches):
         taken = [batches]
     elif isinstance(batches, Iterable) and not isinstance(batches, (str, bytes)):
         with preserved_rng_state():

@@ -46,7 +46,14 @@ from torch import Tensor, nn
 from hessian_powerlaw import _reproducibility, batching, distributed
 from hessian_powerlaw.errors import UserInputError
 
-__all__ = ["HessianOperator", "MatrixOperator", "OperatorBase", "ScipyOperator", "as_operator"]
+__all__ = [
+    "DifferenceOperator",
+    "HessianOperator",
+    "MatrixOperator",
+    "OperatorBase",
+    "ScipyOperator",
+    "as_operator",
+]
 
 _BACKENDS = ("auto", "vmap", "autograd")
 
@@ -211,6 +218,43 @@ class ScipyOperator(OperatorBase):
 
     def __repr__(self) -> str:
         return f"ScipyOperator(n={self.n}, dtype={self.dtype})"
+
+
+class DifferenceOperator(OperatorBase):
+    """``E = B - A`` as an operator: ``matmat(V) = B.matmat(V) - A.matmat(V)``.
+
+    Both operators must have the same ``n``, ``dtype`` and ``device``. ``num_matvecs`` counts
+    columns of ``E`` (each costs one product with ``A`` and one with ``B``).
+    """
+
+    def __init__(self, A: Any, B: Any) -> None:
+        super().__init__()
+        for name, op in (("A", A), ("B", B)):
+            if not all(hasattr(op, attr) for attr in ("n", "dtype", "device", "matmat")):
+                raise UserInputError(
+                    f"operator {name} needs n, dtype, device and matmat (e.g. HessianOperator)"
+                )
+        if int(A.n) != int(B.n):
+            raise UserInputError(
+                f"the two operators differ in size (n = {A.n} and {B.n}); build both Hessians "
+                "over the same parameters"
+            )
+        if A.dtype != B.dtype or str(A.device) != str(B.device):
+            raise UserInputError(
+                f"the two operators need the same dtype and device, got {A.dtype}/{A.device} "
+                f"and {B.dtype}/{B.device}"
+            )
+        self.A = A
+        self.B = B
+        self.n = int(A.n)
+        self.dtype = A.dtype
+        self.device = A.device
+
+    def _apply(self, V: Tensor) -> Tensor:
+        return self.B.matmat(V) - self.A.matmat(V)
+
+    def __repr__(self) -> str:
+        return f"DifferenceOperator(n={self.n}, B={self.B!r}, A={self.A!r})"
 
 
 _OPERATOR_HELP = (
@@ -1144,21 +1188,11 @@ def _index_set(values: Sequence[int]) -> str:
     return "{" + ",".join(str(v) for v in values) + "}"
 
 
-def _is_single_batch(obj: Any) -> bool:
-    if isinstance(obj, (Tensor, Mapping)):
-        return True
-    return (
-        isinstance(obj, (tuple, list))
-        and len(obj) > 0
-        and all(isinstance(x, (Tensor, np.ndarray)) for x in obj)
-    )
-
-
 def _normalize_batches(batches: Any) -> Any:
     """A re-iterable collection of batches: a list, or the user's DataLoader as is."""
     if batches is None:
         raise UserInputError("batches is None; pass a batch (x, y), a list of batches or a loader")
-    if _is_single_batch(batches):
+    if batching.is_single_batch(batches):
         return [batches]
     if isinstance(batches, (list, tuple)):
         if not batches:

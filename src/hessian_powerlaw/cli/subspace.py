@@ -128,7 +128,7 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from hessian_powerlaw.io import atomic_write_bytes, atomic_write_json, staged_dir
-    from hessian_powerlaw.theory import subspace_figure
+    from hessian_powerlaw.report.plots import png_bytes, subspace_figure
 
     out = check_output_folder(args.out)
     record = compute(args)
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     figure = subspace_figure(result)
     with staged_dir(out) as stage:
         atomic_write_json(stage / "subspace.json", record)
-        atomic_write_bytes(stage / "subspace.png", _png(figure))
+        atomic_write_bytes(stage / "subspace.png", png_bytes(figure, dpi=130))
     written = [out / "subspace.json", out / "subspace.png"]
     if args.json:
         print_json(record)
@@ -146,14 +146,6 @@ def run(args: argparse.Namespace) -> int:
         print(result.summary())
         print("wrote " + ", ".join(str(p) for p in written))
     return 0
-
-
-def _png(figure: Any) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=130)
-    return buffer.getvalue()
 
 
 __all__ = ["add_parser", "compute", "run"]
