@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_counts(args)
         if {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= os.environ.keys():
-            from hessian_powerlaw.distributed import run_cli  # under torchrun: one rank
+            from hessian_powerlaw.cli._torchrun import run_cli  # under torchrun: one rank
 
             return run_cli(args, PROG)
         return int(args.run(args) or 0)
