@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.solvers._spectrum import Spectrum
+from hessian_powerlaw.solvers._usage import OperatorUsage
 
 __all__ = ["DENSE_MAX_N", "dense_eigenpairs", "dense_matrix"]
 
@@ -53,26 +53,21 @@ def dense_eigenpairs(
     Residuals ``||H v - lambda v|| / |lambda_1|`` are computed against the built matrix.
     """
     op = as_operator(op)
-    start = time.perf_counter()
-    matvecs_before = int(getattr(op, "num_matvecs", 0))
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     H = dense_matrix(op, block_size=block_size, max_n=max_n)
     evals, evecs = torch.linalg.eigh(H)
     evals, evecs = evals.flip(0), evecs.flip(1)  # descending
     scale = float(evals.abs().max()) if evals.numel() else 1.0
     residuals = torch.linalg.vector_norm(H @ evecs - evecs * evals, dim=0) / max(scale, 1e-300)
     residuals_np = residuals.numpy()
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     return Spectrum(
         eigenvalues=evals.numpy(),
         eigenvectors=evecs.numpy() if return_vectors else None,
         residuals=residuals_np,
         converged=np.ones(evals.shape[0], dtype=bool),
-        num_matvecs=int(getattr(op, "num_matvecs", 0)) - matvecs_before,
-        num_data_passes=passes,
-        seconds=time.perf_counter() - start,
+        num_matvecs=usage.matvecs,
+        num_data_passes=usage.data_passes,
+        seconds=usage.seconds,
         # eigh is exact up to rounding: report the largest residual it reached as the tolerance
         tol=float(residuals_np.max()) if residuals_np.size else 0.0,
         which="all",

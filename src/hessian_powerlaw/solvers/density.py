@@ -14,7 +14,6 @@ estimates the spectral density ``(1/n) sum_i delta(t - lambda_i)``: the weights 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
+from hessian_powerlaw.solvers._usage import OperatorUsage
 from hessian_powerlaw.solvers.trace import rademacher
 
 __all__ = ["SpectralDensity", "broadened_density", "spectral_density"]
@@ -87,9 +87,7 @@ def spectral_density(
     steps = min(lanczos_steps, n)
     distributed.check_consistent(n=n, num_probes=num_probes, lanczos_steps=steps, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    before = int(getattr(op, "num_matvecs", 0))
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     alpha, beta, lengths, used = _block_of_lanczos_runs(op, num_probes, steps, gen)
     nodes = np.zeros((num_probes, steps))
     weights = np.zeros((num_probes, steps))
@@ -100,17 +98,14 @@ def spectral_density(
         theta, U = torch.linalg.eigh(torch.as_tensor(T))
         nodes[p, :length] = theta.numpy()
         weights[p, :length] = U[0].numpy() ** 2 / num_probes
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     return SpectralDensity(
         nodes=nodes,
         weights=weights,
         num_probes=num_probes,
         lanczos_steps=steps,
-        num_matvecs=int(getattr(op, "num_matvecs", before + used)) - before,
-        num_data_passes=passes,
-        seconds=time.perf_counter() - start,
+        num_matvecs=usage.matvecs if hasattr(op, "num_matvecs") else used,
+        num_data_passes=usage.data_passes,
+        seconds=usage.seconds,
         n=n,
     )
 

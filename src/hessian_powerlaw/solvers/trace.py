@@ -14,7 +14,6 @@ part has no variance, so the standard error is that of the remainder's Hutchinso
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
+from hessian_powerlaw.solvers._usage import OperatorUsage
 
 __all__ = ["TraceEstimate", "hutchinson_trace"]
 
@@ -71,22 +71,18 @@ def hutchinson_trace(
         raise UserInputError(f"block_size must be >= 1, got {block_size}")
     distributed.check_consistent(n=int(op.n), num_matvecs=num_matvecs, method=method, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     if method == "hutchinson":
         estimate, std_error, used = _hutchinson(op, num_matvecs, gen, block_size)
     else:
         estimate, std_error, used = _hutch_pp(op, num_matvecs, gen, block_size)
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     return TraceEstimate(
         estimate=estimate,
         std_error=std_error,
         num_matvecs=used,
-        num_data_passes=passes,
+        num_data_passes=usage.data_passes,
         method=method,
-        seconds=time.perf_counter() - start,
+        seconds=usage.seconds,
         n=int(op.n),
     )
 
