@@ -411,30 +411,18 @@ class HessianOperator(OperatorBase):
         return float(loss.detach()), torch.zeros_like(theta) if grad is None else grad.detach()
 
     def _check_rank_split(self, batches: list[Batch]) -> None:
-        """Under ``W`` ranks every batch is cut into ``W`` slices, one per rank: refuse a
-        loss that is not a mean over samples. Called by :func:`distributed.shard_checked`
-        once the ranks agree on the data, on every batch, so every rank reaches the same
-        verdict."""
-        world = distributed.world_size()
-        sizes = [batching.sample_count(b) for b in batches]
-        if any(size is None for size in sizes):
-            return  # whole batches are dealt round robin instead (distributed.shard)
+        """Refuse a loss that ranks cannot share (:func:`~.microbatch.check_rank_split`).
+
+        Called by :func:`distributed.shard_checked` once the ranks agree on the data.
+        """
         with self._eval_mode():
-            for index, (batch, size) in enumerate(zip(batches, sizes)):
-                if size < 2:
-                    continue
-                batch = batching.to_device(batch, self.device, self.dtype)
-                pieces = batching.split(batch, size, world)
-                why = microbatch.split_mismatch(
-                    batch, pieces, self._batch_loss_and_gradient, self.dtype
-                )
-                if why is not None:
-                    raise UserInputError(
-                        f"{world} ranks share every Hessian batch, slice by slice, which "
-                        "needs the loss of a batch to be the mean of its samples' losses "
-                        f"(batch {index}: {why}); make the loss a mean over samples or run "
-                        "in one process"
-                    )
+            microbatch.check_rank_split(
+                batches,
+                distributed.world_size(),
+                lambda batch: batching.to_device(batch, self.device, self.dtype),
+                self._batch_loss_and_gradient,
+                self.dtype,
+            )
 
     def _hvp_vmap(self, V: Tensor, batch: Batch) -> Tensor:
         """H_b V by vmap over forward-over-reverse: the primal pass is shared by all columns."""
@@ -518,8 +506,11 @@ class HessianOperator(OperatorBase):
         return determinism.not_reproducible_error(diff, rtol, self._nondeterminism_causes())
 
     def _nondeterminism_causes(self) -> list[str]:
-        """The likely causes of irreproducible products, from one extra look at the loss:
-        evaluated twice on the first batch, does it draw random numbers, does it change?"""
+        """The likely causes of irreproducible products.
+
+        The likely causes of irreproducible products, from one extra look at the loss:
+        evaluated twice on the first batch, does it draw random numbers, does it change?
+        """
         draws_random = loss_varies = False
         batch = next(iter(self.batches), None)
         if batch is not None:

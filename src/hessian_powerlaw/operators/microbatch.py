@@ -32,6 +32,7 @@ __all__ = [
     "CPU_PRODUCT_BYTES",
     "MicroBatchPlanner",
     "check_micro_batch_size",
+    "check_rank_split",
     "product_budget",
     "split_mismatch",
 ]
@@ -136,6 +137,47 @@ def split_mismatch(
             f"by {grad_diff / max(grad_scale, 1e-30):.2g} relative"
         )
     return None
+
+
+def check_rank_split(
+    batches: list[Batch],
+    world: int,
+    to_device: Callable[[Batch], Batch],
+    loss_and_gradient: LossAndGradient,
+    dtype: torch.dtype,
+) -> None:
+    """Refuse a loss that ``world`` ranks cannot share slice by slice.
+
+    Under ``W`` ranks every batch is cut into ``W`` slices, one per rank
+    (:func:`hessian_powerlaw.distributed.shard`), which needs the loss of a batch to be the
+    mean of its samples' losses; checked on every batch, so every rank reaches the same
+    verdict. Batches without a sized tensor are dealt round robin instead, and pass.
+
+    Args:
+        batches: all ranks' batches, the same on every rank.
+        world: the number of ranks.
+        to_device: a batch moved to the operator's device and dtype.
+        loss_and_gradient: a batch's loss and gradient (the model in eval mode).
+        dtype: the products' precision.
+
+    Raises:
+        UserInputError: a batch whose loss is not the mean of its slices'.
+    """
+    sizes = [batching.sample_count(b) for b in batches]
+    if any(size is None for size in sizes):
+        return  # whole batches are dealt round robin instead (distributed.shard)
+    for index, (batch, size) in enumerate(zip(batches, sizes)):
+        if size < 2:
+            continue
+        batch = to_device(batch)
+        why = split_mismatch(batch, batching.split(batch, size, world), loss_and_gradient, dtype)
+        if why is not None:
+            raise UserInputError(
+                f"{world} ranks share every Hessian batch, slice by slice, which "
+                "needs the loss of a batch to be the mean of its samples' losses "
+                f"(batch {index}: {why}); make the loss a mean over samples or run "
+                "in one process"
+            )
 
 
 class MicroBatchPlanner:

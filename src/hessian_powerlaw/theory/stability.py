@@ -19,9 +19,10 @@ from numpy.typing import NDArray
 
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.batching import split_batches
-from hessian_powerlaw.errors import UserInputError, check_int
+from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import DifferenceOperator
 from hessian_powerlaw.options import AnalysisOptions
+from hessian_powerlaw.protocols import DataBundle, Loss, Operator
 from hessian_powerlaw.solvers.norm import NormEstimate, spectral_norm
 from hessian_powerlaw.theory.bounds import (
     davis_kahan_bounds,
@@ -122,41 +123,63 @@ class SubspaceStability(ResultMixin):
 
 
 def compare_operators(
-    op_a: Any,
-    op_b: Any,
-    k: int,
+    op_a: Operator,
+    op_b: Operator,
+    k: int | None = None,
+    options: AnalysisOptions | None = None,
     *,
-    tol: float | None = None,
-    seed: int = 0,
-    max_matvecs: int | None = None,
     norm_tol: float = 1e-4,
     trace: Any = None,
     gradient: Any = None,
     c_values: Sequence[float] | None = None,
-    alpha: float = 0.05,
     split: str = "A vs B",
     progress: bool = False,
+    **option_values: Any,
 ) -> SubspaceStability:
     """Measure how the top-``k`` eigenvectors move from ``op_a`` to ``op_b``, with bounds.
 
-    Computes the top ``k + 1`` eigenpairs of both operators (block Lanczos, relative
-    residual ``tol``), ``||op_b - op_a||_2`` by Lanczos on :class:`DifferenceOperator`, then the
-    per-index angles, the top-``m`` overlaps, the Davis-Kahan and power-law bounds, the
-    eigengap fit and, when ``trace`` (a number or a ``TraceEstimate``) and/or ``gradient``
-    (of the loss behind ``op_a``) are given, the low-dimension curves for ``op_a``.
+    Computes the top ``k + 1`` eigenpairs of both operators (block Lanczos; eigenvectors are
+    compared, so residuals are relative to ``|lambda_1|``, the ``"norm"`` criterion),
+    ``||op_b - op_a||_2`` by Lanczos on :class:`DifferenceOperator`, then the per-index
+    angles, the top-``m`` overlaps, the Davis-Kahan and power-law bounds, the eigengap fit
+    and, when ``trace`` and/or ``gradient`` are given, the low-dimension curves for ``op_a``.
+
+    Args:
+        op_a: the first operator.
+        op_b: the second, of the same size, dtype and device.
+        k: eigenvectors compared; ``None``: ``options.k``.
+        options: the solver options (``tol``, ``seed``, ``max_matvecs``, ...) and ``alpha``,
+            the significance level of the fits.
+        norm_tol: the relative residual of the norm's two extreme Ritz pairs.
+        trace: ``tr(H_A)``, a number or a ``TraceEstimate``.
+        gradient: the gradient of the loss behind ``op_a``.
+        c_values: the constants of the effective dimension.
+        split: how the two operators differ, in words.
+        progress: progress bars on stderr.
+        **option_values: fields of :class:`AnalysisOptions` that replace those of
+            ``options``.
+
+    Returns:
+        The :class:`SubspaceStability`.
+
+    Raises:
+        UserInputError: ``k + 1`` above the operators' size, or operators that differ.
     """
     from hessian_powerlaw.solvers import top_eigenpairs
 
-    count = check_int(k, "k", 1)
+    if k is not None:
+        option_values["k"] = k
+    chosen = AnalysisOptions.of(options, **option_values)
+    count, seed, alpha = chosen.k, chosen.seed, chosen.alpha
     n = int(op_a.n)
     if count + 1 > n:
-        raise UserInputError(f"k must be below n = {n} (k + 1 eigenpairs are needed), got {k}")
+        raise UserInputError(f"k must be below n = {n} (k + 1 eigenpairs are needed), got {count}")
     start = time.perf_counter()
     diff = DifferenceOperator(op_a, op_b)  # validates that the two operators match
     # eigenvectors, not only eigenvalues, are compared: residuals relative to |lambda_1|
-    options = dict(tol=tol, seed=seed, max_matvecs=max_matvecs, progress=progress, criterion="norm")
-    spec_a = top_eigenpairs(op_a, count + 1, return_vectors=True, **options)
-    spec_b = top_eigenpairs(op_b, count + 1, return_vectors=True, **options)
+    solve = chosen.solver_kwargs(k=count + 1, criterion="norm", which="largest")
+    spec_a = top_eigenpairs(op_a, return_vectors=True, progress=progress, **solve)
+    spec_b = top_eigenpairs(op_b, return_vectors=True, progress=progress, **solve)
     norm = spectral_norm(diff, tol=norm_tol, seed=seed + 1, progress=progress)
 
     Ua, Ub = spec_a.eigenvectors[:, :count], spec_b.eigenvectors[:, :count]
@@ -285,8 +308,8 @@ def _resolve_splits(
 
 def subspace_stability(
     model: Any,
-    loss: Any,
-    data: Any,
+    loss: Loss | None,
+    data: DataBundle | Any,
     k: int | None = None,
     splits: Any = "halves",
     options: AnalysisOptions | None = None,
@@ -356,14 +379,10 @@ def subspace_stability(
     result = compare_operators(
         op_a,
         op_b,
-        chosen.k,
-        tol=chosen.tol,
-        seed=chosen.seed,
-        max_matvecs=chosen.max_matvecs,
+        options=chosen,
         trace=trace,
         gradient=op_a.gradient(),
         c_values=c_values,
-        alpha=chosen.alpha,
         split=description,
         progress=progress,
     )
