@@ -155,21 +155,14 @@ def add_analysis_arguments(
         "an hf:PATH GPT-2); 'last' (the last layer, as the paper does for LLMs)"
         + ("; 'per-block' (one spectrum per repeated block)" if per_block else ""),
     )
-    parser.add_argument(
-        "--samples",
-        type=int,
-        default=defaults.samples,
-        metavar="N",
-        help="training samples in the Hessian; None = all of a small set, at most 2048 "
-        "images or 256 sequences (a fixed seeded subset)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=defaults.batch_size,
-        metavar="B",
-        help="split the Hessian samples into batches of B (memory); None = one batch",
-    )
+    _add_counts(
+        parser,
+        defaults,
+        ("--samples", "N", "training samples in the Hessian; None = all of a small set, at "
+         "most 2048 images or 256 sequences (a fixed seeded subset)"),
+        ("--batch-size", "B", "split the Hessian samples into batches of B (memory); None = "
+         "one batch"),
+    )  # fmt: skip
     parser.add_argument(
         "--dtype",
         choices=DTYPE_NAMES,
@@ -208,30 +201,28 @@ def add_analysis_arguments(
             "converged (default 1e-6 in float64, 1e-5 in float32)"
         )
     parser.add_argument("--tol", type=float, default=defaults.tol, help=tol_help)
-    parser.add_argument(
-        "--max-matvecs",
-        type=int,
-        default=defaults.max_matvecs,
-        metavar="M",
-        help="cap on Hessian-vector products (unconverged eigenpairs are flagged)",
-    )
-    parser.add_argument(
-        "--trace-matvecs",
-        type=int,
-        default=defaults.trace_matvecs,
-        metavar="M",
-        help="Hessian-vector products for the Hutch++ trace estimate (0 skips it)",
-    )
-    parser.add_argument(
-        "--n-boot",
-        type=int,
-        default=defaults.n_boot,
-        metavar="B",
-        help="bootstrap samples for the calibrated goodness-of-fit p-value (0 skips it)",
-    )
+    _add_counts(
+        parser,
+        defaults,
+        ("--max-matvecs", "M", "cap on Hessian-vector products (unconverged eigenpairs are "
+         "flagged)"),
+        ("--trace-matvecs", "M", "Hessian-vector products for the Hutch++ trace estimate (0 "
+         "skips it)"),
+        ("--n-boot", "B", "bootstrap samples for the calibrated goodness-of-fit p-value (0 "
+         "skips it)"),
+    )  # fmt: skip
     parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of model init, data and probes"
     )
+
+
+def _add_counts(
+    parser: argparse.ArgumentParser, defaults: Any, *flags: tuple[str, str, str]
+) -> None:
+    """Integer flags ``(flag, metavar, help)`` whose default is the option of the same name."""
+    for flag, metavar, text in flags:
+        default = getattr(defaults, flag.removeprefix("--").replace("-", "_"))
+        parser.add_argument(flag, type=int, default=default, metavar=metavar, help=text)
 
 
 def parse_params(text: str | None) -> Any:

@@ -8,17 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hessian_powerlaw.cli._common import (
-    add_analysis_arguments,
-    add_command,
-    add_json,
-    add_model_arguments,
-    add_quiet,
-    check_output_folder,
-    parse_params,
-    print_json,
-    unconverged_warning,
-)
+from hessian_powerlaw.cli import _common
 from hessian_powerlaw.errors import UserInputError
 
 EXAMPLES = """\
@@ -30,20 +20,21 @@ EXAMPLES = """\
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = add_command(
+    """Register ``spectrum``."""
+    parser = _common.add_command(
         subparsers,
         "spectrum",
         "top-k Hessian eigenvalues of a model, their power-law fit, lambda_max and trace",
         EXAMPLES,
         run,
     )
-    add_model_arguments(parser)
-    add_analysis_arguments(parser, default_k=300, per_block=True, criterion=True)
+    _common.add_model_arguments(parser)
+    _common.add_analysis_arguments(parser, default_k=300, per_block=True, criterion=True)
     parser.add_argument(
         "--no-density",
         dest="density",
         action="store_false",
-        help="skip the spectral density (SLQ) estimate",
+        help="skip the spectral density (SLQ) estimate, computed by default",
     )
     parser.add_argument(
         "--out",
@@ -60,8 +51,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"seconds between saves of the eigensolver's state (default {DEFAULT_SAVE_EVERY:g};"
         " 0: after every block of products). Not with --params per-block or under torchrun",
     )
-    add_json(parser)
-    add_quiet(parser)
+    _common.add_json(parser)
+    _common.add_quiet(parser)
     parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
     parser.set_defaults(resume_hint=resume_hint)
     return parser
@@ -73,12 +64,15 @@ DEFAULT_SAVE_EVERY = 180.0
 
 
 def state_file(args: argparse.Namespace) -> Path | None:
-    """Where this run keeps its eigensolver state, or None when it is not resumable:
+    """Where this run keeps its eigensolver state.
+
+    Where this run keeps its eigensolver state, or None when it is not resumable:
     ``--params per-block`` (several solves) and torchrun with several ranks (each rank
-    would need the same file) are left out."""
+    would need the same file) are left out.
+    """
     from hessian_powerlaw.distributed import world_size
 
-    if parse_params(args.params) == "per-block":
+    if _common.parse_params(args.params) == "per-block":
         return None
     if world_size() > 1:
         return None
@@ -107,7 +101,7 @@ def summary_text(result: Any, written: list[Path]) -> str:
             f"{analysis.seconds:.1f} s"
         )
         if converged < len(spec.converged):
-            lines.append("  " + unconverged_warning(spec))
+            lines.append("  " + _common.unconverged_warning(spec))
         trace = analysis.trace
         trace_text = f"{trace.estimate:.6g} +/- {trace.std_error:.2g}" if trace else "not computed"
         lines.append(f"  lambda_max = {analysis.lambda_max:.6g}, trace = {trace_text}")
@@ -121,6 +115,7 @@ def summary_text(result: Any, written: list[Path]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``spectrum``; returns the exit status."""
     from hessian_powerlaw.analysis import analyze_spec
     from hessian_powerlaw.distributed import is_primary
     from hessian_powerlaw.io import atomic_write_json, staged_dir
@@ -131,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(
             f"--save-every must be a number of seconds >= 0, got {args.save_every}"
         )
-    out = check_output_folder(args.out)
+    out = _common.check_output_folder(args.out)
     state = state_file(args)
     result = analyze_spec(
         args.model,
@@ -139,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         AnalysisOptions.from_args(args),
         checkpoint=args.checkpoint,
         seq_len=args.seq_len,
-        params=parse_params(args.params),
+        params=_common.parse_params(args.params),
         device=args.device,
         progress=not args.quiet,
         state_file=state,
@@ -160,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         figures = write_spectrum_figures(record, stage)
     written = [out / "spectrum.json"] + [out / p.name for p in figures]
     if args.json:
-        print_json(record)
+        _common.print_json(record)
     else:
         print(summary_text(result, written))
     return 0

@@ -6,16 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from hessian_powerlaw.cli._common import (
-    add_analysis_arguments,
-    add_command,
-    add_json,
-    add_model_arguments,
-    add_quiet,
-    check_output_folder,
-    parse_params,
-    print_json,
-)
+from hessian_powerlaw.cli import _common
 from hessian_powerlaw.errors import UserInputError
 
 HELP = (
@@ -32,9 +23,10 @@ Writes DIR/subspace.json and DIR/subspace.png (angles vs index with the bounds; 
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = add_command(subparsers, "subspace", HELP, EXAMPLES, run)
-    add_model_arguments(parser)
-    add_analysis_arguments(parser, default_k=50)
+    """Register ``subspace``."""
+    parser = _common.add_command(subparsers, "subspace", HELP, EXAMPLES, run)
+    _common.add_model_arguments(parser)
+    _common.add_analysis_arguments(parser, default_k=50)
     parser.add_argument(
         "--splits",
         choices=("halves", "seeds"),
@@ -55,13 +47,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="results/subspace",
         help="folder for subspace.json and subspace.png",
     )
-    add_json(parser)
-    add_quiet(parser)
+    _common.add_json(parser)
+    _common.add_quiet(parser)
     return parser
 
 
 def _resolve_params(model: Any, text: str | None) -> Any:
-    params = parse_params(text)
+    params = _common.parse_params(text)
     if params == "per-block":
         raise UserInputError(
             "--params per-block is not supported by subspace; name one group, e.g. 'last' or 'fc*'"
@@ -127,10 +119,11 @@ def compute(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``subspace``; returns the exit status."""
     from hessian_powerlaw.io import atomic_write_bytes, atomic_write_json, staged_dir
     from hessian_powerlaw.report.plots import png_bytes, subspace_figure
 
-    out = check_output_folder(args.out)
+    out = _common.check_output_folder(args.out)
     record = compute(args)
     result = record.pop("_result")
     figure = subspace_figure(result)
@@ -139,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(stage / "subspace.png", png_bytes(figure, dpi=130))
     written = [out / "subspace.json", out / "subspace.png"]
     if args.json:
-        print_json(record)
+        _common.print_json(record)
     else:
         state = f"checkpoint {args.checkpoint}" if args.checkpoint else "random init"
         print(f"{args.model} on {args.data} ({state}), {record['seconds']:.1f} s")
