@@ -6,7 +6,7 @@
    parameters (:class:`~hessian_powerlaw.operators.HessianOperator`);
 2. the top ``k`` eigenpairs of ``H`` by block Lanczos, each with its relative residual
    ``||H v - lambda v|| / |lambda_1|`` and a converged flag (``top_eigenpairs``);
-3. the power-law fit of the positive top eigenvalues (PAPER.md): ``beta = 1 + K / sum
+3. the power-law fit of the positive top eigenvalues (the paper's): ``beta = 1 + K / sum
    ln(lambda_i / lambda_K)``, ``s = 1 / (beta - 1)``, the KS distance ``d_ks`` and its
    critical value ``d_c`` (``fit_power_law``);
 4. the sharpness measures ``lambda_max = lambda_1`` and ``tr(H)`` (Hutch++ estimate with its
@@ -36,11 +36,11 @@ from torch import nn
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.options import AnalysisOptions, dtype_name, parse_dtype
-from hessian_powerlaw.protocols import DataBundle, Loss, Operator
+from hessian_powerlaw.protocols import DataBundle, Loss, Operator, OperatorLike
 from hessian_powerlaw.training import checkpoint_path, load_model_state
 
 if TYPE_CHECKING:
-    from hessian_powerlaw.solvers import SolverCheckpoint
+    from hessian_powerlaw.solvers import SolverCheckpoint, TraceEstimate
 
 # Hessian samples taken by default: all of a small training set, a fixed seeded (stratified)
 # subset of a large one. Text data counts sequences (the paper uses a batch of 256).
@@ -114,6 +114,7 @@ class Analysis(ResultMixin):
 
     @property
     def eigenvalues(self) -> np.ndarray:
+        """The top eigenvalues, descending (``spectrum.eigenvalues``)."""
         return np.asarray(self.spectrum.eigenvalues)
 
 
@@ -146,9 +147,12 @@ class ModelAnalysis(ResultMixin):
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """``spectrum.json``: with one selection its analysis is merged into the top level
+        """``spectrum.json`` as a dict.
+
+        ``spectrum.json``: with one selection its analysis is merged into the top level
         (``spectrum``, ``fit``, ``measures``, ... next to ``model`` and ``data``), so the file
-        reads like one analysis; per-block results keep their analyses under ``blocks``."""
+        reads like one analysis; per-block results keep their analyses under ``blocks``.
+        """
         record = super().to_dict()
         analysis = record.pop("analysis")
         if analysis is None:
@@ -165,9 +169,12 @@ class ModelAnalysis(ResultMixin):
         return dict(self.blocks)
 
     def __getattr__(self, name: str) -> Any:
-        """``result.fit``, ``result.spectrum``, ... of the one analysis, as :func:`analyze`'s
+        """The fields of the one analysis, read through.
+
+        ``result.fit``, ``result.spectrum``, ... of the one analysis, as :func:`analyze`'s
         result has them (``spectrum.json`` reads the same way); per-block results say where
-        to look instead."""
+        to look instead.
+        """
         if name.startswith("_") or name not in _ANALYSIS_FIELDS:
             raise AttributeError(name)
         analysis = self.__dict__.get("analysis")
@@ -236,7 +243,7 @@ def fit_or_reason(eigenvalues: np.ndarray, alpha: float) -> tuple[Any, str | Non
         return fit_power_law(np.asarray(eigenvalues, dtype=float), alpha=alpha), None
 
 
-def estimate_trace(op: Any, num_matvecs: int, seed: int) -> Any:
+def estimate_trace(op: Operator, num_matvecs: int, seed: int) -> TraceEstimate | None:
     """Hutch++ estimate of ``tr(H)`` (``solvers.TraceEstimate``); ``num_matvecs=0`` skips it."""
     if num_matvecs == 0:
         return None
@@ -246,7 +253,7 @@ def estimate_trace(op: Any, num_matvecs: int, seed: int) -> Any:
 
 
 def estimate_density(
-    op: Any, num_probes: int, lanczos_steps: int, seed: int, points: int = 400
+    op: Operator, num_probes: int, lanczos_steps: int, seed: int, points: int = 400
 ) -> Density:
     """SLQ density, broadened with a Gaussian of width 1% of the spectral range."""
     from hessian_powerlaw.solvers import broadened_density, spectral_density
@@ -360,7 +367,7 @@ def analyze(
 
 
 def analyze_operator(
-    op: Operator | Any,
+    op: OperatorLike,
     options: AnalysisOptions | None = None,
     *,
     progress: bool = False,
@@ -368,7 +375,9 @@ def analyze_operator(
     checkpoint: Any = None,
     **option_values: Any,
 ) -> Analysis:
-    """:func:`analyze` for any symmetric operator: a ``HessianOperator``, a ``MatrixOperator``,
+    """:func:`analyze` for any symmetric operator.
+
+    :func:`analyze` for any symmetric operator: a ``HessianOperator``, a ``MatrixOperator``,
     a user's own (``n``, ``dtype``, ``device``, ``matmat``) or a matrix.
 
     Args:
@@ -426,8 +435,11 @@ def analyze_operator(
 
 
 def _config(options: AnalysisOptions, **resolved: Any) -> dict[str, Any]:
-    """What a result records of its options: all of them, with the values they resolved to
-    (the solver's default ``tol``, the operator's dtype)."""
+    """What a result records of its options.
+
+    What a result records of its options: all of them, with the values they resolved to
+    (the solver's default ``tol``, the operator's dtype).
+    """
     return {**options.to_dict(), **resolved}
 
 
@@ -631,8 +643,11 @@ def _solver_checkpoint(
 
 
 def _sha256(path: Path) -> str:
-    """The file's contents as a hash: a checkpoint overwritten with new weights is another
-    Hessian even under the same name."""
+    """The SHA-256 of a file's contents.
+
+    The file's contents as a hash: a checkpoint overwritten with new weights is another
+    Hessian even under the same name.
+    """
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:

@@ -176,9 +176,12 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None
 
 
 def detached_copy(batch: Any) -> Any:
-    """The batch with every tensor detached and copied (numpy arrays become tensors), so that
+    """A copy of the batch that later changes to the original do not reach.
+
+    The batch with every tensor detached and copied (numpy arrays become tensors), so that
     later in-place changes to the original (a reused buffer, pinned memory) do not reach it.
-    Containers keep their type, as in :func:`to_device`."""
+    Containers keep their type, as in :func:`to_device`.
+    """
     if isinstance(batch, np.ndarray):
         return torch.from_numpy(batch.copy())
     if isinstance(batch, torch.Tensor):

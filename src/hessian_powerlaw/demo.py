@@ -131,8 +131,11 @@ def paper_cells(state: str) -> dict[str, Any]:
 
 
 def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
-    """One row per state: the paper's test (k, d_ks, d_c, verdict, s) with the paper's numbers
-    beside it, the calibrated tests, test accuracy, lambda_max and trace."""
+    """The demo's table, one row per state.
+
+    One row per state: the paper's test (k, d_ks, d_c, verdict, s) with the paper's numbers
+    beside it, the calibrated tests, test accuracy, lambda_max and trace.
+    """
     from hessian_powerlaw.report.tables import summary_row
 
     rows = []
@@ -151,8 +154,11 @@ def paper_random_d_ks() -> float:
 
 
 def ks_decisive(k: int, alpha: float = 0.05) -> bool:
-    """Whether the paper's KS test at ``k`` can reject the paper's own random-init spectrum:
-    ``d_c(k) < 0.0796`` (K >= 293 at alpha 0.05; the paper's K = 1000 gives d_c = 0.043)."""
+    """Whether the paper's KS test is decisive at ``k``.
+
+    Whether the paper's KS test at ``k`` can reject the paper's own random-init spectrum:
+    ``d_c(k) < 0.0796`` (K >= 293 at alpha 0.05; the paper's K = 1000 gives d_c = 0.043).
+    """
     from hessian_powerlaw.powerlaw import critical_value
 
     return critical_value(k, alpha) < paper_random_d_ks()
@@ -265,6 +271,18 @@ def run_demo(
     ``report.html`` and the training run folder ``run/``; everything appears at once when the
     demo finishes (``io.staged_dir``), nothing if it fails or is interrupted: not even ``OUT``
     itself when this call created it.
+
+    Args:
+        out: the output folder ``OUT``.
+        quick: the quick preset (digits, K = 60) instead of the default (MNIST, K = 1000).
+        settings: a preset of one's own (:class:`DemoSettings`), instead of either.
+        progress: progress bars on stderr.
+
+    Returns:
+        The :class:`DemoResult` written to ``demo.json``.
+
+    Raises:
+        UserInputError: the data is missing or ``OUT`` cannot be written.
     """
     from hessian_powerlaw.io import staged_dir
     from hessian_powerlaw.report.html import write_report

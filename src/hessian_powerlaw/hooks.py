@@ -65,8 +65,11 @@ __all__ = [
 
 @contextlib.contextmanager
 def preserved_rng_state() -> Iterator[None]:
-    """Run the body, then put back the state of torch's CPU and (initialised) CUDA generators
-    and of numpy's and Python's global generators."""
+    """Put the global random generators back after the body.
+
+    Run the body, then put back the state of torch's CPU and (initialised) CUDA generators
+    and of numpy's and Python's global generators.
+    """
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     numpy_rng = np.random.get_state()
@@ -105,9 +108,12 @@ def preserved_training_state(model: nn.Module) -> Iterator[None]:
 
 
 def take_batches(batches: Any, what: str = "Hessian batch") -> list[Any]:
-    """A fixed list of detached copies of ``batches``: one batch, a list of batches, or any
+    """A fixed list of detached copies of ``batches``.
+
+    A fixed list of detached copies of ``batches``: one batch, a list of batches, or any
     iterable (a DataLoader is read once, in full). Reading a shuffling loader draws from the
-    global generator; that draw is undone (:func:`preserved_rng_state`)."""
+    global generator; that draw is undone (:func:`preserved_rng_state`).
+    """
     if batches is None:
         raise UserInputError(f"the {what} is None; pass a batch (x, y), a dict or a list of them")
     if batching.is_single_batch(batches):
@@ -128,12 +134,15 @@ def take_batches(batches: Any, what: str = "Hessian batch") -> list[Any]:
 def dataset_batch(
     dataset: Any, collate_fn: Callable[[list[Any]], Any] | None, samples: int, seed: int = 0
 ) -> Any:
-    """One batch of ``samples`` items of a map-style ``dataset`` (``len`` and ``[i]``), chosen
+    """A seeded batch of ``samples`` items of a map-style data set.
+
+    One batch of ``samples`` items of a map-style ``dataset`` (``len`` and ``[i]``), chosen
     by a permutation from its own generator seeded with ``seed`` (not the global one, which
     the user's run owns), in index order, collated by ``collate_fn`` (default: torch's).
 
     A seeded random subset rather than the first items: data sets are often sorted (by class,
-    by document), and the first items would then be one class or one text."""
+    by document), and the first items would then be one class or one text.
+    """
     check_int(samples, "samples")
     try:
         size = len(dataset)
@@ -310,9 +319,12 @@ class HessianHook:
     # ------------------------------------------------------------------ the loop's calls
 
     def step(self, step: int | None = None, *, epoch: float | None = None) -> dict[str, Any] | None:
-        """Call after each optimizer step. ``step``: the number of steps done (default: count
+        """Call after each optimizer step; measures every ``every`` steps.
+
+        Call after each optimizer step. ``step``: the number of steps done (default: count
         the calls). Measures and returns the record when ``step`` is a multiple of ``every``,
-        else returns None."""
+        else returns None.
+        """
         self._steps = self._steps + 1 if step is None else check_int(step, "step", minimum=0)
         if self._steps % self.every:
             return None

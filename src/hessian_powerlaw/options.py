@@ -222,7 +222,9 @@ class AnalysisOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **changes: Any) -> AnalysisOptions:
-        """The options a sub-command's parsed flags give: every flag whose ``dest`` is an
+        """The options a sub-command's parsed flags give.
+
+        The options a sub-command's parsed flags give: every flag whose ``dest`` is an
         option's name; options a command has no flag for keep their defaults.
 
         Args:

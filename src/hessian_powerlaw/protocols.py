@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
+    from numpy.typing import ArrayLike
+    from scipy.sparse.linalg import LinearOperator
     from torch import nn
 
-__all__ = ["Batch", "DataBundle", "Loss", "Operator"]
+__all__ = ["Batch", "DataBundle", "Loss", "Operator", "OperatorLike"]
 
 #: One batch: a tensor, a tuple/list ``(x, y, ...)`` or a mapping (a tokenizer's output). Its
 #: samples run along dimension 0 of its first tensor (:mod:`hessian_powerlaw.batching`).
@@ -85,3 +87,8 @@ class DataBundle(Protocol):
     def evaluate(self, model: nn.Module, split: str = "test") -> Mapping[str, float]:
         """``{"loss": ..., "accuracy": ...}`` of ``model`` on ``"train"`` or ``"test"``."""
         ...
+
+
+#: What the solvers take: an operator, or a symmetric matrix (numpy, torch, nested list) or a
+#: scipy ``LinearOperator``, which :func:`~hessian_powerlaw.operators.as_operator` wraps.
+OperatorLike = Union[Operator, "ArrayLike", "LinearOperator"]

@@ -19,12 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin, to_jsonable
 from hessian_powerlaw.analysis import analyze, hessian_batches, parameter_groups, versions
 from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.io import atomic_write_json
 from hessian_powerlaw.options import AnalysisOptions
+from hessian_powerlaw.protocols import DataBundle
 
 # Hessian measures correlated with generalization, and the targets they are correlated with
 TRACKED_MEASURES: tuple[str, ...] = ("s", "d_ks", "lambda_max", "trace", "beta")
@@ -57,6 +60,7 @@ class TrackResult(ResultMixin):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings (what ``config`` is in the other results)."""
         return self.settings
 
 
@@ -74,7 +78,9 @@ def _metrics_by_step(metrics: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[
     return {int(m["step"]): m for m in metrics if "step" in m}
 
 
-def _generalization(metrics: Mapping[str, Any] | None, data: Any, model: Any) -> dict[str, Any]:
+def _generalization(
+    metrics: Mapping[str, Any] | None, data: DataBundle, model: nn.Module
+) -> dict[str, Any]:
     """Train/test loss and accuracy at a checkpoint, and the gap test loss - train loss.
 
     Taken from the run's own ``metrics.jsonl`` when it evaluated at that step; otherwise

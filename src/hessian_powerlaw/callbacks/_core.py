@@ -15,15 +15,19 @@ from hessian_powerlaw.hooks import (
     dataset_batch,
     preserved_rng_state,
 )
+from hessian_powerlaw.protocols import Loss
 
 # the hook's arguments a callback sets itself (the rest of its keyword options go through)
 _SET_BY_CALLBACK = ("every", "out", "held_out", "tensorboard")
 
 
 def loader_batch(loader: Any, samples: int, seed: int, what: str) -> Any:
-    """A seeded subset of ``samples`` items of a DataLoader's data set, collated by the loader's
+    """The Hessian batch from a trainer's DataLoader.
+
+    A seeded subset of ``samples`` items of a DataLoader's data set, collated by the loader's
     own ``collate_fn`` (what the trainer feeds the model), taken without touching the global
-    random generators. UserInputError when the loader has no map-style data set."""
+    random generators. UserInputError when the loader has no map-style data set.
+    """
     dataset = getattr(loader, "dataset", None)
     if dataset is None:
         raise UserInputError(
@@ -66,7 +70,7 @@ class CallbackCore:
         held_out_samples: int,
         batch: Any,
         held_out: Any,
-        loss: Any,
+        loss: Loss | None,
         at_start: bool,
         tensorboard: str | os.PathLike[str] | None,
         options: Mapping[str, Any],
@@ -111,8 +115,11 @@ class CallbackCore:
         return self.hook
 
     def _due(self, step: int) -> bool:
-        """Whether ``step`` is one to measure and not measured yet (gradient accumulation
-        calls the batch-end events several times per optimizer step)."""
+        """Whether ``step`` is to be measured now.
+
+        Whether ``step`` is one to measure and not measured yet (gradient accumulation
+        calls the batch-end events several times per optimizer step).
+        """
         return self.hook is not None and step % self.every == 0 and step != self.last_step
 
     def _measure(self, step: int, epoch: float | None) -> dict[str, Any]:

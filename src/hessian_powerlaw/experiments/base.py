@@ -115,6 +115,7 @@ class Condition(ResultMixin):
 
     @property
     def run_name(self) -> str:
+        """The run folder's name (``run``, else ``label``)."""
         return self.run or self.label
 
 
@@ -226,7 +227,9 @@ class Scale(ResultMixin):
 
 
 def paper_scale(data_root: str = "data") -> Scale:
-    """The paper's settings, for GPU users (PAPER.md): MNIST / Fashion-MNIST / CIFAR-10,
+    """The paper's settings, for GPU users.
+
+    The paper's settings (Tang et al., ICML 2025): MNIST / Fashion-MNIST / CIFAR-10,
     50 epochs of SGD (momentum 0.9, lr 0.1, weight decay 5e-4, lr / 10 at 40% and 80%),
     batch 128, K = 1000 (50 for ResNet-18); GPT2-nano (6 layers, 6 heads, d = 384) trained for
     1000 steps with lr 6e-4, last-layer Hessian on 256 sequences, K = 1000.

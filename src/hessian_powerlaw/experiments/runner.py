@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hessian_powerlaw._results import ResultMixin, to_jsonable
 from hessian_powerlaw.errors import UserInputError
@@ -32,6 +32,10 @@ from hessian_powerlaw.io import (
     ensure_writable_dir,
     staged_dir,
 )
+from hessian_powerlaw.protocols import DataBundle
+
+if TYPE_CHECKING:
+    from torch import nn
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "table.md"
@@ -130,7 +134,7 @@ def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | No
 
 
 def _analyse_state(
-    condition: Condition, model: Any, data: Any, device: str | None, progress: bool
+    condition: Condition, model: nn.Module, data: DataBundle, device: str | None, progress: bool
 ) -> dict[str, dict[str, Any]]:
     """``{group label: Analysis dict}`` of one model state (one group, or one per block)."""
     from hessian_powerlaw.analysis import analyze_groups
@@ -144,7 +148,7 @@ def _analyse_state(
     return {label: a.to_dict() for label, a in analyses.items()}
 
 
-def _num_samples(data: Any, condition: Condition) -> int:
+def _num_samples(data: DataBundle, condition: Condition) -> int:
     h = condition.hessian
     batches = data.hessian_batches(h.samples, h.batch_size, h.seed, split=h.split)
     return sum(int(b[1].shape[0]) for b in batches)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from hessian_powerlaw.errors import UserInputError
-from hessian_powerlaw.protocols import Operator
+from hessian_powerlaw.protocols import Operator, OperatorLike
 
 __all__ = ["MatrixOperator", "OperatorBase", "ScipyOperator", "as_operator", "check_float_dtype"]
 
@@ -39,6 +39,7 @@ class OperatorBase(abc.ABC):
 
     @property
     def shape(self) -> tuple[int, int]:
+        """``(n, n)``."""
         return (self.n, self.n)
 
     def matmat(self, V: Tensor) -> Tensor:
@@ -101,9 +102,16 @@ class OperatorBase(abc.ABC):
 class MatrixOperator(OperatorBase):
     """An explicit symmetric matrix as an operator (tests, synthetic spectra, user matrices).
 
-    ``A`` is a torch tensor or anything ``numpy.asarray`` accepts. ``dtype`` defaults to
-    ``A``'s floating dtype (float64 for integer input). Symmetry is checked to
-    ``sqrt(eps) * max|A|`` and the matrix is then symmetrized exactly, ``(A + A^T) / 2``.
+    Symmetry is checked to ``sqrt(eps) * max|A|`` and the matrix is then symmetrized exactly,
+    ``(A + A^T) / 2``.
+
+    Args:
+        A: a torch tensor or anything ``numpy.asarray`` accepts.
+        dtype: float64 or float32; default ``A``'s floating dtype (float64 for integer input).
+        device: where the products run; default ``A``'s device.
+
+    Raises:
+        UserInputError: a matrix that is not square, finite and symmetric.
     """
 
     def __init__(
@@ -186,7 +194,7 @@ def _is_operator(obj: Any) -> bool:
     return isinstance(obj, Operator) and callable(getattr(obj, "matmat", None))
 
 
-def as_operator(obj: Any) -> Operator:
+def as_operator(obj: OperatorLike | Any) -> Operator:
     """``obj`` as an operator for the solvers, as ``scipy.sparse.linalg.aslinearoperator``.
 
     - an operator (``n``, ``dtype``, ``device``, ``matmat``) is returned as it is;
@@ -197,7 +205,14 @@ def as_operator(obj: Any) -> Operator:
     - a torch tensor, numpy array or nested list becomes a :class:`MatrixOperator`, which
       checks that it is square, finite and symmetric.
 
-    Anything else raises :class:`UserInputError` saying what an operator is.
+    Args:
+        obj: an operator, a matrix or a scipy linear operator.
+
+    Returns:
+        The operator.
+
+    Raises:
+        UserInputError: anything else, with what an operator is.
     """
     if _is_operator(obj):
         return obj
@@ -246,5 +261,6 @@ def _check_symmetric_probe(op: ScipyOperator) -> None:
 
 
 def check_float_dtype(dtype: Any) -> None:
+    """Refuse a dtype other than float64 and float32."""
     if dtype not in (torch.float32, torch.float64):
         raise UserInputError(f"dtype must be torch.float64 or torch.float32, got {dtype}")

@@ -79,8 +79,11 @@ _WEIGHTS: dict[tuple[int, str], Tensor] = {}
 
 
 def _weights(length: int, device: torch.device) -> Tensor:
-    """``1 + cos(j)``, j = 0 .. length-1: fixed, uneven, positive weights of a sample's values,
-    so that moving values within a sample changes the weighted sum."""
+    """Fixed, uneven, positive weights ``1 + cos(j)`` of a sample's values.
+
+    ``1 + cos(j)``, j = 0 .. length-1: fixed, uneven, positive weights of a sample's values,
+    so that moving values within a sample changes the weighted sum.
+    """
     key = (length, str(device))
     if key not in _WEIGHTS:
         j = torch.arange(length, dtype=torch.float64, device=device)
@@ -112,8 +115,11 @@ class DataSummary:
                 self._sums.append(sums)
 
     def difference(self, first: DataSummary) -> str | None:
-        """None when this pass holds the same data as ``first`` (up to sample order), else
-        what differs, in words."""
+        """What differs from the first pass, or None.
+
+        None when this pass holds the same data as ``first`` (up to sample order), else
+        what differs, in words.
+        """
         if self.samples != first.samples:
             return f"{self.samples} samples in {self.batches} batches"
         if len(self._sums) != len(first._sums):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators.base import OperatorBase
+from hessian_powerlaw.protocols import Operator
 
 __all__ = ["DifferenceOperator"]
 
@@ -19,7 +18,7 @@ class DifferenceOperator(OperatorBase):
     columns of ``E`` (each costs one product with ``A`` and one with ``B``).
     """
 
-    def __init__(self, A: Any, B: Any) -> None:
+    def __init__(self, A: Operator, B: Operator) -> None:
         super().__init__()
         for name, op in (("A", A), ("B", B)):
             if not all(hasattr(op, attr) for attr in ("n", "dtype", "device", "matmat")):

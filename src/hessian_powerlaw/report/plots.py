@@ -7,8 +7,8 @@ without ``pyplot``: no global state, no GUI backend, safe in tests and threads. 
 
 The fitted rank line
 --------------------
-The fit (PAPER.md) models the top ``K`` eigenvalues as samples of the density
-``p(x) ~ x^-beta`` above ``lambda_cut``. Its survival function is ``P(X > x) =
+The fit (the paper's, Tang et al., ICML 2025) models the top ``K`` eigenvalues as samples of
+the density ``p(x) ~ x^-beta`` above ``lambda_cut``. Its survival function is ``P(X > x) =
 (x / lambda_cut)^(1 - beta)``, so among ``K`` samples the expected rank of the value ``x`` is
 ``r(x) = K (x / lambda_cut)^(1 - beta)``. Inverting gives the rank law the fit predicts,
 
@@ -101,6 +101,7 @@ class FitView:
         return f"$d_{{ks}}$ = {self.d_ks:.3g} $\\geq$ $d_c$ = {self.d_c:.3g}: not power law"
 
     def exponent(self) -> str:
+        """The rank exponent ``s`` as text for a legend."""
         if math.isfinite(self.sigma_s):
             return f"$s$ = {self.s:.3f} $\\pm$ {self.sigma_s:.3f}"
         return f"$s$ = {self.s:.3f}"
@@ -136,8 +137,11 @@ def _label(ax: Any, xlabel: str, ylabel: str, title: str | None = None) -> None:
 
 
 def _readable_log_ticks(ax: Any, axis: str = "y") -> None:
-    """Plain numbers (``0.5``, ``2``) instead of ``5 x 10^-1`` on a log axis spanning less
-    than about two decades, where matplotlib labels the minor ticks in scientific form."""
+    """Plain tick labels on a log axis that spans less than two decades.
+
+    Plain numbers (``0.5``, ``2``) instead of ``5 x 10^-1`` on a log axis spanning less
+    than about two decades, where matplotlib labels the minor ticks in scientific form.
+    """
     low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
     if low <= 0 or high / low > 100:
         return

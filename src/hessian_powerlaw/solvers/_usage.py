@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from hessian_powerlaw.protocols import Operator
 
 __all__ = ["OperatorUsage"]
 
@@ -16,7 +17,7 @@ class OperatorUsage:
             ``num_data_passes`` (passes over a Hessian's data; matrices have none).
     """
 
-    def __init__(self, op: Any) -> None:
+    def __init__(self, op: Operator) -> None:
         self._op = op
         self._start = time.perf_counter()
         self._matvecs = int(getattr(op, "num_matvecs", 0))

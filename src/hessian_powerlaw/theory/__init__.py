@@ -1,10 +1,10 @@
 r"""The paper's theory made measurable: maximum entropy, eigengaps, robust low-dimensional subspace.
 
-PAPER.md ("Theory") makes three claims; this package turns each into a number a user can compute,
-one module per concern: :mod:`.max_entropy`, :mod:`.subspaces`, :mod:`.bounds`,
-:mod:`.low_dimension` and :mod:`.stability`. The difference operator ``E = B - A`` is an
-operator (:class:`hessian_powerlaw.operators.DifferenceOperator`), its norm a solver
-(:func:`hessian_powerlaw.solvers.spectral_norm`) and the figure a report
+The paper (Tang et al., ICML 2025, "Theory") makes three claims; this package turns each into
+a number a user can compute, one module per concern: :mod:`.max_entropy`, :mod:`.subspaces`,
+:mod:`.bounds`, :mod:`.low_dimension` and :mod:`.stability`. The difference operator
+``E = B - A`` is an operator (:class:`hessian_powerlaw.operators.DifferenceOperator`), its
+norm a solver (:func:`hessian_powerlaw.solvers.spectral_norm`) and the figure a report
 (:func:`hessian_powerlaw.report.plots.subspace_figure`).
 
 Maximum entropy

@@ -2,8 +2,8 @@ r"""Maximum entropy: the numerical maximiser of the paper's functional, and the 
 
 Maximising the spectral entropy plus ``beta`` times the volume entropy over densities on
 :math:`[\lambda_{min}, \lambda_{max}]` gives the power law :math:`p \propto \lambda^{-\beta}`
-(PAPER.md, "Theory"); :func:`max_entropy_density` finds the maximiser numerically so that
-the claim is checked, not presumed.
+(the paper's "Theory", Tang et al., ICML 2025); :func:`max_entropy_density` finds the
+maximiser numerically so that the claim is checked, not presumed.
 """
 
 from __future__ import annotations

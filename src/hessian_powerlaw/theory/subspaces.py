@@ -55,7 +55,18 @@ def _orthonormal(U: FloatArray, name: str) -> FloatArray:
 
 
 def subspace_overlap(U: Any, V: Any) -> SubspaceOverlap:
-    """Principal angles and overlap between ``span(U)`` and ``span(V)`` (columns; any basis)."""
+    """Principal angles and overlap between ``span(U)`` and ``span(V)``.
+
+    Args:
+        U: an ``(n, k)`` array or tensor whose columns span one subspace (any basis).
+        V: an ``(n, m)`` array or tensor for the other.
+
+    Returns:
+        The :class:`SubspaceOverlap`.
+
+    Raises:
+        UserInputError: shapes that do not match, or columns that are not a basis.
+    """
     A = _as_basis(U, "U")
     B = _as_basis(V, "V")
     if A.shape[0] != B.shape[0]:
