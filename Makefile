@@ -35,8 +35,10 @@ system-deps:
 	  echo "note: Debian packages$$missing are missing (sudo apt-get install$$missing); tests that need them skip"; \
 	fi
 
+# ruff, and lint-imports: the layers of docs/architecture.md (pyproject.toml [tool.importlinter])
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 test: setup lint
 	$(BIN)/python -m pytest -q
@@ -48,4 +50,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_topk.py
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .import_linter_cache

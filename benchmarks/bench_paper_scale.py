@@ -124,11 +124,9 @@ def tool_default_dtype() -> str:
         args = build_parser().parse_args(["spectrum", "--model", "lenet", "--data", "digits"])
         return str(args.dtype)
     except Exception:  # noqa: BLE001 - fall back on the library's default
-        import inspect
+        from hessian_powerlaw.options import AnalysisOptions
 
-        from hessian_powerlaw.analysis import analyze_spec
-
-        return str(inspect.signature(analyze_spec).parameters["dtype"].default)
+        return AnalysisOptions().dtype
 
 
 def limit_threads(threads: int) -> None:
@@ -418,7 +416,7 @@ def profile_report(profiler: cProfile.Profile, top: int) -> dict[str, Any]:
     total = max((v[3] for v in table.values()), default=0.0)
     solver = "solvers/lanczos.py"
     parts = {
-        "products (HessianOperator.matmat)": cumulative("matmat", "operators.py"),
+        "products (HessianOperator.matmat)": cumulative("matmat", "operators/base.py"),
         "orthogonalization (_orthogonalize, _next_block)": cumulative("_orthogonalize", solver)
         + cumulative("_next_block", solver),
         "Rayleigh-Ritz eigh (_ritz)": cumulative("_ritz", solver),

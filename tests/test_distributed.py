@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 
 from hessian_powerlaw import HessianOperator, distributed
+from hessian_powerlaw.cli._torchrun import run_cli
 from hessian_powerlaw.errors import UserInputError
 from tests import dist_worker
 from tests.reference import digits_mlp
@@ -107,7 +108,7 @@ def test_commands_without_data_parallel_run_once_on_rank_zero(
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setenv("WORLD_SIZE", "2")
     calls: list[str] = []
-    assert distributed.run_cli(_namespace(calls)) == 0
+    assert run_cli(_namespace(calls)) == 0
     assert calls == (["ran"] if runs else [])
     assert ("fit does not split its work" in capsys.readouterr().err) == runs
     assert not distributed.is_initialized()  # no process group for such a command

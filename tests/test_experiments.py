@@ -167,7 +167,7 @@ def test_cpu_scale_fits_its_budget_and_its_docstring() -> None:
 def test_cpu_scale_models_have_k_parameters() -> None:
     """Every model (and parameter group) of the cpu scale has at least K = 1000 parameters."""
     from hessian_powerlaw.analysis import parameter_groups
-    from hessian_powerlaw.operators import _select_params
+    from hessian_powerlaw.operators.params import select_params as _select_params
     from hessian_powerlaw.zoo import build_model, load_data
 
     shapes = {"mnist": load_data("digits")}  # only the model's shapes matter: (1, 28, 28)

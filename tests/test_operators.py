@@ -13,9 +13,8 @@ import torch
 from scipy.sparse.linalg import eigsh
 from torch import Tensor, nn
 
-from hessian_powerlaw import operators
 from hessian_powerlaw.errors import UserInputError
-from hessian_powerlaw.operators import HessianOperator, MatrixOperator
+from hessian_powerlaw.operators import HessianOperator, MatrixOperator, microbatch
 from tests.reference import digits_data, digits_mlp, explicit_hessian
 
 RTOL64 = 1e-12
@@ -389,11 +388,11 @@ def test_auto_micro_batches_follow_the_memory_budget(mlp, block, monkeypatch) ->
     op = HessianOperator(model, criterion, batches)
     assert rel_err(op.matmat(block), H @ block) < RTOL64
     assert op.splits_batches is None  # 6 columns of 67 samples fit the default budget
-    (per_sample,) = op._activation_bytes.values()
+    (per_sample,) = op.planner.activation_bytes.values()
     # the saved activations of this tanh MLP: input 64, hidden 16 (and its tanh), logits 10
     assert 8 * (64 + 16 + 10) <= per_sample <= 8 * 4 * (64 + 16 + 16 + 10)
     # a budget of 10 samples per 6 columns cuts every 67-sample batch into 7 slices
-    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 10 * 6 * per_sample)
+    monkeypatch.setattr(microbatch, "CPU_PRODUCT_BYTES", 10 * 6 * per_sample)
     op = HessianOperator(model, criterion, batches)
     pieces = op._micro_batches(0, batches[0], 67, 6)
     assert [len(p[0]) for p in pieces] == [10] * 4 + [9] * 3
@@ -417,7 +416,7 @@ def test_a_loss_that_is_not_a_mean_is_never_split(mlp, block, monkeypatch) -> No
     H = explicit_hessian(model, _summed_loss, [(X, y)])
     with pytest.raises(UserInputError, match="micro_batch_size=10: the loss of a batch is not"):
         HessianOperator(model, _summed_loss, (X, y), micro_batch_size=10).matmat(block)
-    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 1.0)  # "auto" would cut to 1 sample
+    monkeypatch.setattr(microbatch, "CPU_PRODUCT_BYTES", 1.0)  # "auto" would cut to 1 sample
     op = HessianOperator(model, _summed_loss, (X, y))
     assert rel_err(op.matmat(block), H @ block) < RTOL64
     assert op.splits_batches is False
@@ -445,7 +444,7 @@ def test_weighted_means_are_caught_even_when_the_losses_agree(block, monkeypatch
     expected = whole.matmat(V)
     with pytest.raises(UserInputError, match="micro_batch_size=8: .*gradients differs"):
         HessianOperator(model, loss, (X, y), micro_batch_size=8).matmat(V)
-    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 1.0)  # "auto" would cut to 1 sample
+    monkeypatch.setattr(microbatch, "CPU_PRODUCT_BYTES", 1.0)  # "auto" would cut to 1 sample
     op = HessianOperator(model, loss, (X, y))
     assert rel_err(op.matmat(V), expected) < RTOL64
     assert op.splits_batches is False and op.last_pass_samples == [64]
@@ -457,7 +456,7 @@ def test_batch_statistics_are_never_split(block, monkeypatch) -> None:
         nn.Linear(64, 8), nn.BatchNorm1d(8, track_running_stats=False), nn.Tanh(), nn.Linear(8, 10)
     ).double()
     X, y = digits_data(60)
-    monkeypatch.setattr(operators, "CPU_PRODUCT_BYTES", 1.0)
+    monkeypatch.setattr(microbatch, "CPU_PRODUCT_BYTES", 1.0)
     whole = HessianOperator(model, nn.CrossEntropyLoss(), (X, y), micro_batch_size=None)
     op = HessianOperator(model, nn.CrossEntropyLoss(), (X, y))
     V = block[: op.n]

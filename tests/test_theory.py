@@ -16,6 +16,7 @@ import torch
 
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import MatrixOperator
+from hessian_powerlaw.report.plots import subspace_figure
 from hessian_powerlaw.theory import (
     DifferenceOperator,
     compare_operators,
@@ -30,7 +31,6 @@ from hessian_powerlaw.theory import (
     power_law_density,
     predicted_rank_law,
     split_batches,
-    subspace_figure,
     subspace_overlap,
     subspace_stability,
 )

@@ -1,5 +1,7 @@
-"""hessian-powerlaw: certified top Hessian eigenvalues of PyTorch models and the power-law
-spectral method (Tang et al., ICML 2025).
+"""Certified top Hessian eigenvalues of PyTorch models and the power-law spectral method.
+
+The method is that of Tang et al., "Investigating the Overlooked Hessian Structure: From CNNs
+to LLMs" (ICML 2025).
 
 The public names are imported lazily so that ``import hessian_powerlaw`` and the command
 line start fast; ``from hessian_powerlaw import top_eigenpairs`` works as usual.
@@ -7,8 +9,7 @@ line start fast; ``from hessian_powerlaw import top_eigenpairs`` works as usual.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hessian_powerlaw._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "UserInputError": "hessian_powerlaw.errors",
     "analyze": "hessian_powerlaw.analysis",
     "analyze_spec": "hessian_powerlaw.analysis",
+    "AnalysisOptions": "hessian_powerlaw.options",
     "Analysis": "hessian_powerlaw.analysis",
     "track_run": "hessian_powerlaw.tracking",
     "HessianHook": "hessian_powerlaw.hooks",
@@ -50,14 +52,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hessian_powerlaw' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("hessian_powerlaw", _EXPORTS, globals())

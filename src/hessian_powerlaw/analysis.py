@@ -6,7 +6,7 @@
    parameters (:class:`~hessian_powerlaw.operators.HessianOperator`);
 2. the top ``k`` eigenpairs of ``H`` by block Lanczos, each with its relative residual
    ``||H v - lambda v|| / |lambda_1|`` and a converged flag (``top_eigenpairs``);
-3. the power-law fit of the positive top eigenvalues (PAPER.md): ``beta = 1 + K / sum
+3. the power-law fit of the positive top eigenvalues (the paper's): ``beta = 1 + K / sum
    ln(lambda_i / lambda_K)``, ``s = 1 / (beta - 1)``, the KS distance ``d_ks`` and its
    critical value ``d_c`` (``fit_power_law``);
 4. the sharpness measures ``lambda_max = lambda_1`` and ``tr(H)`` (Hutch++ estimate with its
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import platform
 import time
 import warnings
@@ -35,17 +34,41 @@ import torch
 from torch import nn
 
 from hessian_powerlaw._results import ResultMixin
-from hessian_powerlaw.criteria import DEFAULT_CRITERION
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
+from hessian_powerlaw.options import AnalysisOptions, dtype_name, parse_dtype
+from hessian_powerlaw.protocols import DataBundle, Loss, Operator, OperatorLike
+from hessian_powerlaw.training import checkpoint_path, load_model_state
 
 if TYPE_CHECKING:
-    from hessian_powerlaw.solvers import SolverCheckpoint
+    from hessian_powerlaw.solvers import SolverCheckpoint, TraceEstimate
 
 # Hessian samples taken by default: all of a small training set, a fixed seeded (stratified)
 # subset of a large one. Text data counts sequences (the paper uses a batch of 256).
 DEFAULT_MAX_SAMPLES: dict[str, int] = {"image": 2048, "text": 256}
 PER_BLOCK = "per-block"
-DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+#: ``analyze_spec``'s defaults where they differ from :class:`AnalysisOptions`'s: the
+#: ``spectrum`` command also estimates the spectral density.
+SPEC_DEFAULTS: dict[str, Any] = {"density": True}
+
+__all__ = [
+    "Analysis",
+    "AnalysisOptions",
+    "Density",
+    "ModelAnalysis",
+    "analyze",
+    "analyze_groups",
+    "analyze_operator",
+    "analyze_spec",
+    "check_int",
+    "checkpoint_path",
+    "default_num_samples",
+    "dtype_name",
+    "evaluate_model",
+    "load_model_state",
+    "parameter_groups",
+    "parse_dtype",
+    "versions",
+]
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,7 @@ class Analysis(ResultMixin):
 
     @property
     def eigenvalues(self) -> np.ndarray:
+        """The top eigenvalues, descending (``spectrum.eigenvalues``)."""
         return np.asarray(self.spectrum.eigenvalues)
 
 
@@ -123,9 +147,12 @@ class ModelAnalysis(ResultMixin):
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """``spectrum.json``: with one selection its analysis is merged into the top level
+        """``spectrum.json`` as a dict.
+
+        ``spectrum.json``: with one selection its analysis is merged into the top level
         (``spectrum``, ``fit``, ``measures``, ... next to ``model`` and ``data``), so the file
-        reads like one analysis; per-block results keep their analyses under ``blocks``."""
+        reads like one analysis; per-block results keep their analyses under ``blocks``.
+        """
         record = super().to_dict()
         analysis = record.pop("analysis")
         if analysis is None:
@@ -142,9 +169,12 @@ class ModelAnalysis(ResultMixin):
         return dict(self.blocks)
 
     def __getattr__(self, name: str) -> Any:
-        """``result.fit``, ``result.spectrum``, ... of the one analysis, as :func:`analyze`'s
+        """The fields of the one analysis, read through.
+
+        ``result.fit``, ``result.spectrum``, ... of the one analysis, as :func:`analyze`'s
         result has them (``spectrum.json`` reads the same way); per-block results say where
-        to look instead."""
+        to look instead.
+        """
         if name.startswith("_") or name not in _ANALYSIS_FIELDS:
             raise AttributeError(name)
         analysis = self.__dict__.get("analysis")
@@ -157,7 +187,11 @@ class ModelAnalysis(ResultMixin):
 
 
 def versions() -> dict[str, str]:
-    """Versions that produced a result (recorded in every JSON we write)."""
+    """Versions that produced a result (recorded in every JSON we write).
+
+    Returns:
+        ``{"hessian_powerlaw", "torch", "numpy", "python"}`` versions.
+    """
     from hessian_powerlaw import __version__
 
     return {
@@ -166,41 +200,6 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise UserInputError(f"dtype must be float64 or float32, got {dtype}")
-        return dtype
-    if dtype not in DTYPES:
-        raise UserInputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    return DTYPES[dtype]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def check_int(value: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def validate_options(k: int, tol: float | None, trace_matvecs: int, alpha: float) -> None:
-    check_int(k, "k")
-    check_int(trace_matvecs, "trace_matvecs", minimum=0)
-    if 0 < trace_matvecs < 6:
-        raise UserInputError(
-            f"trace_matvecs must be 0 (no trace) or >= 6 (Hutch++), got {trace_matvecs}"
-        )
-    if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
-        raise UserInputError(f"tol must be a number in (0, 1), e.g. 1e-6; got {tol!r}")
-    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-        raise UserInputError(
-            f"alpha must be a significance level in (0, 1), e.g. 0.05; got {alpha!r}"
-        )
 
 
 def resolved_eigenvalues(spectrum: Any, dtype: torch.dtype) -> np.ndarray:
@@ -244,7 +243,7 @@ def fit_or_reason(eigenvalues: np.ndarray, alpha: float) -> tuple[Any, str | Non
         return fit_power_law(np.asarray(eigenvalues, dtype=float), alpha=alpha), None
 
 
-def estimate_trace(op: Any, num_matvecs: int, seed: int) -> Any:
+def estimate_trace(op: Operator, num_matvecs: int, seed: int) -> TraceEstimate | None:
     """Hutch++ estimate of ``tr(H)`` (``solvers.TraceEstimate``); ``num_matvecs=0`` skips it."""
     if num_matvecs == 0:
         return None
@@ -254,7 +253,7 @@ def estimate_trace(op: Any, num_matvecs: int, seed: int) -> Any:
 
 
 def estimate_density(
-    op: Any, num_probes: int, lanczos_steps: int, seed: int, points: int = 400
+    op: Operator, num_probes: int, lanczos_steps: int, seed: int, points: int = 400
 ) -> Density:
     """SLQ density, broadened with a Gaussian of width 1% of the spectral range."""
     from hessian_powerlaw.solvers import broadened_density, spectral_density
@@ -322,118 +321,102 @@ def _params_label(params: Any) -> str:
 
 def analyze(
     model: nn.Module,
-    loss: Any,
+    loss: Loss,
     batches: Any,
+    options: AnalysisOptions | None = None,
     *,
-    k: int = 100,
     params: Any = None,
-    dtype: str | torch.dtype = torch.float64,
     device: str | torch.device | None = None,
-    tol: float | None = None,
-    criterion: str | None = None,
-    max_matvecs: int | None = None,
-    trace_matvecs: int = 100,
-    density: bool = False,
-    density_probes: int = 4,
-    lanczos_steps: int = 80,
-    alpha: float = 0.05,
-    n_boot: int = 1000,
-    alternatives: bool = True,
-    seed: int = 0,
     progress: bool = False,
     checkpoint: Any = None,
+    **option_values: Any,
 ) -> Analysis:
     """Top-``k`` Hessian spectrum, power-law fit, ``lambda_max`` and trace of one model state.
 
-    ``params``: ``None`` (all trainable), tensors, or name patterns (``"fc2.*"``, ``"last"``)
-    as :class:`~hessian_powerlaw.operators.HessianOperator` accepts. ``k`` larger than the
-    number of parameters is a UserInputError. ``trace_matvecs=0`` skips the trace.
-    ``checkpoint``: the eigensolver's state file or
-    :class:`~hessian_powerlaw.solvers.SolverCheckpoint` (an interrupted solve resumes).
+    Args:
+        model: the model, at the weights to analyse; never modified.
+        loss: an ``nn.Module`` criterion for ``(x, y)`` batches, or a callable
+            ``(model, batch) -> scalar`` (:class:`~hessian_powerlaw.operators.HessianOperator`).
+        batches: one batch, a list of batches or a re-iterable loader, the same every pass.
+        options: the analysis options; ``None``: the defaults of :class:`AnalysisOptions`.
+        params: ``None`` (all trainable), tensors, or name patterns (``"fc2.*"``, ``"last"``).
+        device: where the products run; ``None``: where the model is.
+        progress: a progress bar of the eigensolve on stderr.
+        checkpoint: the eigensolver's state file or
+            :class:`~hessian_powerlaw.solvers.SolverCheckpoint` (an interrupted solve resumes).
+        **option_values: fields of :class:`AnalysisOptions` (``k=30``, ``tol=1e-4``, ...)
+            that replace those of ``options``.
+
+    Returns:
+        The :class:`Analysis`; its ``config`` records the options.
+
+    Raises:
+        UserInputError: invalid options, ``k`` above the number of parameters, or a model,
+            loss or batches the operator refuses.
     """
-    validate_options(k, tol, trace_matvecs, alpha)
+    chosen = AnalysisOptions.of(options, **option_values)
     from hessian_powerlaw.operators import HessianOperator
 
     start = time.perf_counter()
-    op = HessianOperator(
-        model, loss, batches, params=params, dtype=parse_dtype(dtype), device=device
-    )
-    result = analyze_operator(
-        op, k=k, tol=tol, criterion=criterion, max_matvecs=max_matvecs,
-        trace_matvecs=trace_matvecs,
-        density=density, density_probes=density_probes, lanczos_steps=lanczos_steps,
-        alpha=alpha, n_boot=n_boot, alternatives=alternatives, seed=seed, progress=progress,
-        params_label=_params_label(params), checkpoint=checkpoint,
-    )  # fmt: skip
+    op = HessianOperator(model, loss, batches, params=params, device=device,
+                         **chosen.operator_kwargs())  # fmt: skip
+    result = analyze_operator(op, chosen, progress=progress, params_label=_params_label(params),
+                              checkpoint=checkpoint)  # fmt: skip
     # the operator's set-up (copying parameters, checking batches) counts too
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
 def analyze_operator(
-    op: Any,
+    op: OperatorLike,
+    options: AnalysisOptions | None = None,
     *,
-    k: int = 100,
-    tol: float | None = None,
-    criterion: str | None = None,
-    max_matvecs: int | None = None,
-    trace_matvecs: int = 100,
-    density: bool = False,
-    density_probes: int = 4,
-    lanczos_steps: int = 80,
-    alpha: float = 0.05,
-    n_boot: int = 1000,
-    alternatives: bool = True,
-    seed: int = 0,
     progress: bool = False,
     params_label: str = "all",
     checkpoint: Any = None,
+    **option_values: Any,
 ) -> Analysis:
-    """:func:`analyze` for any symmetric operator (``n``, ``dtype``, ``device``, ``matmat``):
-    a ``HessianOperator``, a ``MatrixOperator`` or a user's own.
+    """:func:`analyze` for any symmetric operator.
 
-    ``criterion`` (``"relative"`` or ``"norm"``; None: the solver's default, "relative") is
-    what ``tol`` bounds; see :func:`hessian_powerlaw.solvers.top_eigenpairs`, which also
-    explains ``checkpoint`` (a state file that lets an interrupted solve resume)."""
-    validate_options(k, tol, trace_matvecs, alpha)
-    check_int(n_boot, "n_boot", minimum=0)
+    :func:`analyze` for any symmetric operator: a ``HessianOperator``, a ``MatrixOperator``,
+    a user's own (``n``, ``dtype``, ``device``, ``matmat``) or a matrix.
+
+    Args:
+        op: the operator (or anything :func:`~hessian_powerlaw.operators.as_operator` takes).
+        options: the analysis options (``dtype`` is the operator's own here).
+        progress: a progress bar of the eigensolve on stderr.
+        params_label: how the result names the parameters.
+        checkpoint: the eigensolver's state file (see
+            :func:`hessian_powerlaw.solvers.top_eigenpairs`).
+        **option_values: fields of :class:`AnalysisOptions` that replace those of ``options``.
+
+    Returns:
+        The :class:`Analysis`.
+
+    Raises:
+        UserInputError: invalid options or ``k`` above the operator's size.
+    """
+    chosen = AnalysisOptions.of(options, **option_values)
     from hessian_powerlaw.operators import as_operator
     from hessian_powerlaw.solvers import top_eigenpairs
 
     op = as_operator(op)
-
-    if k > op.n:
+    if chosen.k > op.n:
         raise UserInputError(
-            f"k = {k} is larger than the number of parameters in the Hessian ({op.n}); "
+            f"k = {chosen.k} is larger than the number of parameters in the Hessian ({op.n}); "
             f"use k <= {op.n}"
         )
     start = time.perf_counter()
-    spectrum = top_eigenpairs(
-        op,
-        k=k,
-        tol=tol,
-        max_matvecs=max_matvecs,
-        seed=seed,
-        progress=progress,
-        criterion=criterion or DEFAULT_CRITERION,
-        checkpoint=checkpoint,
-    )
+    spectrum = top_eigenpairs(op, **chosen.solver_kwargs(), progress=progress,
+                              checkpoint=checkpoint)  # fmt: skip
+    seed = chosen.seed
     resolved = resolved_eigenvalues(spectrum, op.dtype)
-    fit, fit_error = fit_or_reason(resolved, alpha)
-    boot, compared = goodness_of_fit(resolved, fit, n_boot, alternatives, seed)
-    trace = estimate_trace(op, min(trace_matvecs, _trace_budget(op.n)), seed)
-    sld = estimate_density(op, density_probes, min(lanczos_steps, op.n), seed) if density else None
-    config = {
-        "k": k,
-        "tol": spectrum.tol,
-        "criterion": spectrum.criterion,
-        "max_matvecs": max_matvecs,
-        "dtype": dtype_name(op.dtype),
-        "trace_matvecs": trace_matvecs,
-        "alpha": alpha,
-        "n_boot": n_boot,
-        "seed": seed,
-        "density": density,
-    }
+    fit, fit_error = fit_or_reason(resolved, chosen.alpha)
+    boot, compared = goodness_of_fit(resolved, fit, chosen.n_boot, chosen.alternatives, seed)
+    trace = estimate_trace(op, min(chosen.trace_matvecs, _trace_budget(op.n)), seed)
+    sld = None
+    if chosen.density:
+        steps = min(chosen.lanczos_steps, op.n)
+        sld = estimate_density(op, chosen.density_probes, steps, seed)
     return Analysis(
         spectrum=spectrum,
         fit=fit,
@@ -447,8 +430,17 @@ def analyze_operator(
         num_params=int(op.n),
         params=params_label,
         seconds=time.perf_counter() - start,
-        config=config,
+        config=_config(chosen, tol=spectrum.tol, dtype=dtype_name(op.dtype)),
     )
+
+
+def _config(options: AnalysisOptions, **resolved: Any) -> dict[str, Any]:
+    """What a result records of its options.
+
+    What a result records of its options: all of them, with the values they resolved to
+    (the solver's default ``tol``, the operator's dtype).
+    """
+    return {**options.to_dict(), **resolved}
 
 
 def _trace_budget(n: int) -> int:
@@ -461,43 +453,48 @@ def _trace_budget(n: int) -> int:
 # --------------------------------------------------------------------------------------
 
 
-def default_num_samples(data: Any) -> int:
-    """All of a small training set, a fixed subset of a large one (DEFAULT_MAX_SAMPLES)."""
+def default_num_samples(data: DataBundle) -> int:
+    """All of a small training set, a fixed subset of a large one (``DEFAULT_MAX_SAMPLES``).
+
+    Args:
+        data: the data bundle.
+
+    Returns:
+        The number of Hessian samples.
+    """
     cap = DEFAULT_MAX_SAMPLES.get(getattr(data, "kind", "image"), 2048)
     return min(int(data.num_train), cap)
 
 
-def load_model_state(model_spec: str, data: Any, checkpoint: str | None, seed: int) -> nn.Module:
-    """The zoo model at random init (``seed``), or with the weights of ``checkpoint``.
+def hessian_batches(data: DataBundle, options: AnalysisOptions) -> tuple[list[Any], int]:
+    """The fixed Hessian batches that ``options.samples``, ``batch_size`` and ``seed`` name.
 
-    A checkpoint may be a run's ``ckpt-*.pt``/``final.pt`` or a bare ``state_dict``, loaded
-    weights-only. Weights that do not fit the model are a UserInputError naming the file.
+    Args:
+        data: the data bundle.
+        options: the analysis options.
+
+    Returns:
+        ``(batches, num_samples)``, ``num_samples`` defaulting to
+        :func:`default_num_samples`.
     """
-    from hessian_powerlaw import zoo
-
-    model = zoo.build_model(model_spec, data, seed=seed)
-    if checkpoint is not None:
-        from hessian_powerlaw.training import load_weights
-
-        load_weights(model, checkpoint_file(checkpoint))
-    return model.eval()
-
-
-def checkpoint_file(checkpoint: str | os.PathLike[str]) -> Path:
-    """``checkpoint`` itself, or a run folder's ``final.pt``."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        if not (path / "final.pt").is_file():
-            raise UserInputError(
-                f"checkpoint {str(path)!r} is a folder without final.pt; pass one of its "
-                "ckpt-<step>.pt files"
-            )
-        return path / "final.pt"
-    return path
+    num_samples = options.samples if options.samples is not None else default_num_samples(data)
+    return data.hessian_batches(num_samples, options.batch_size, options.seed), num_samples
 
 
 def parameter_groups(model: nn.Module, params: Any) -> dict[str, Any]:
-    """``{label: params}``: one group, or one per block with ``params="per-block"``."""
+    """The parameter selections to analyse, by label.
+
+    Args:
+        model: the model.
+        params: a selection as :class:`~hessian_powerlaw.operators.HessianOperator` takes
+            it, ``"last"`` (the model-aware last layer) or ``"per-block"``.
+
+    Returns:
+        ``{label: params}``: one group, or one per block with ``params="per-block"``.
+
+    Raises:
+        UserInputError: ``"per-block"`` on a model without blocks.
+    """
     from hessian_powerlaw.zoo.blocks import last_layer_names, per_block_groups
 
     if params == "last":
@@ -513,11 +510,28 @@ def parameter_groups(model: nn.Module, params: Any) -> dict[str, Any]:
 
 
 def analyze_groups(
-    model: nn.Module, loss: Any, batches: Any, params: Any, **options: Any
+    model: nn.Module,
+    loss: Loss,
+    batches: Any,
+    params: Any,
+    options: AnalysisOptions | None = None,
+    **keywords: Any,
 ) -> dict[str, Analysis]:
-    """:func:`analyze` for each parameter group of :func:`parameter_groups`."""
+    """:func:`analyze` for each parameter group of :func:`parameter_groups`.
+
+    Args:
+        model: the model.
+        loss: its loss.
+        batches: the Hessian batches.
+        params: the selection, ``"last"`` or ``"per-block"``.
+        options: the analysis options.
+        **keywords: :func:`analyze`'s other keyword arguments and option values.
+
+    Returns:
+        ``{label: Analysis}``.
+    """
     return {
-        label: analyze(model, loss, batches, params=group, **options)
+        label: analyze(model, loss, batches, options, params=group, **keywords)
         for label, group in parameter_groups(model, params).items()
     }
 
@@ -525,56 +539,58 @@ def analyze_groups(
 def analyze_spec(
     model_spec: str,
     data_spec: str,
+    options: AnalysisOptions | None = None,
     *,
     checkpoint: str | Path | None = None,
-    samples: int | None = None,
-    batch_size: int | None = None,
     seq_len: int | None = None,
     params: Any = None,
-    k: int = 100,
-    dtype: str | torch.dtype = "float64",
     device: str | None = None,
-    tol: float | None = None,
-    criterion: str | None = None,
-    max_matvecs: int | None = None,
-    trace_matvecs: int = 100,
-    density: bool = True,
-    alpha: float = 0.05,
-    n_boot: int = 1000,
-    seed: int = 0,
     evaluate: bool = True,
     progress: bool = False,
     state_file: str | Path | None = None,
     state_interval: float | None = None,
+    **option_values: Any,
 ) -> ModelAnalysis:
     """Build data and model from specs (and a checkpoint), then :func:`analyze` them.
 
-    ``device``: where the products run (the model's evaluation stays on the CPU).
-    ``samples``: Hessian samples (default :func:`default_num_samples`); ``batch_size``: how
-    they are split for the products (default: one batch); ``seq_len``: tokens per sequence
-    of text data (as the model was trained with). ``params="per-block"`` analyses
-    each parameter group separately. ``evaluate`` adds train/test loss and accuracy.
+    Args:
+        model_spec: a model spec (``lenet``, ``fcn:2x100``, ``hf:PATH``, ...).
+        data_spec: a data spec (``digits``, ``mnist:1000``, ``shakespeare``, ...).
+        options: the analysis options; ``None``: :class:`AnalysisOptions` with the spectral
+            density on (``SPEC_DEFAULTS``). ``samples`` defaults to
+            :func:`default_num_samples`, ``batch_size`` to one batch.
+        checkpoint: weights to load (a checkpoint file or a run folder,
+            :func:`~hessian_powerlaw.training.checkpoint_path`); ``None``: random init.
+        seq_len: tokens per sequence of text data (as the model was trained with).
+        params: the parameter selection; ``"per-block"`` analyses each group separately.
+        device: where the products run (the model's evaluation stays on the CPU).
+        evaluate: add train/test loss and accuracy.
+        progress: progress bars on stderr.
+        state_file: where the eigensolve saves its state every ``state_interval`` seconds
+            (default :data:`~hessian_powerlaw.solvers.lanczos.DEFAULT_STATE_INTERVAL`), so
+            that calling again with the same arguments after an interruption continues it;
+            the state is tied to the model, data, checkpoint contents, samples, batches,
+            parameters, dtype and seed. Not available with ``params="per-block"``.
+        state_interval: seconds between saves of the state.
+        **option_values: fields of :class:`AnalysisOptions` that replace those of ``options``.
 
-    ``state_file``: where the eigensolve saves its state every ``state_interval`` seconds
-    (default :data:`~hessian_powerlaw.solvers.lanczos.DEFAULT_STATE_INTERVAL`), so that
-    calling again with the same arguments after an interruption continues it; the state
-    is tied to the model, data, checkpoint contents, samples, batches, parameters, dtype and
-    seed (another call's state is a UserInputError naming what differs). Not available
-    with ``params="per-block"`` (several solves).
+    Returns:
+        The :class:`ModelAnalysis` (``spectrum.json``).
+
+    Raises:
+        UserInputError: bad specs, options, checkpoint or state file (another call's state
+            names what differs).
     """
-    validate_options(k, tol, trace_matvecs, alpha)
+    chosen = AnalysisOptions.of(options, defaults=SPEC_DEFAULTS, **option_values)
     from hessian_powerlaw import zoo
-    from hessian_powerlaw.solvers import default_tol
 
-    chosen_criterion = criterion or DEFAULT_CRITERION
     start = time.perf_counter()
+    seed = chosen.seed
     # the model spec matters for text data: an hf:PATH model brings its own tokenizer
     data = zoo.load_data(data_spec, seed=seed, model_spec=model_spec, seq_len=seq_len)
     checkpoint_str = None if checkpoint is None else str(checkpoint)
     model = load_model_state(model_spec, data, checkpoint_str, seed)
-    num_samples = samples if samples is not None else default_num_samples(data)
-    check_int(num_samples, "samples")
-    batches = data.hessian_batches(num_samples, batch_size, seed)
+    batches, num_samples = hessian_batches(data, chosen)
     solver_state = None
     if state_file is not None:
         if params == PER_BLOCK:
@@ -587,40 +603,19 @@ def analyze_spec(
             state_interval,
             model=model_spec,
             data=data_spec,
-            checkpoint_sha256=None if checkpoint is None else _sha256(checkpoint_file(checkpoint)),
+            checkpoint_sha256=None if checkpoint is None else _sha256(checkpoint_path(checkpoint)),
             samples=int(num_samples),
-            batch_size=batch_size,
+            batch_size=chosen.batch_size,
             seq_len=getattr(data, "seq_len", None),
             params=_params_label(params),
-            dtype=dtype_name(parse_dtype(dtype)),
-            seed=int(seed),
+            dtype=chosen.dtype,
+            seed=seed,
         )
-    options = dict(
-        k=k,
-        dtype=dtype,
-        device=device,
-        tol=tol,
-        criterion=criterion,
-        max_matvecs=max_matvecs,
-        alpha=alpha,
-        seed=seed,
-        n_boot=n_boot,
-        trace_matvecs=trace_matvecs,
-        density=density,
-        progress=progress,
-    )
-    solve_options = options if solver_state is None else {**options, "checkpoint": solver_state}
-    analyses = analyze_groups(model, data.loss, batches, params, **solve_options)
+    analyses = analyze_groups(model, data.loss, batches, params, chosen, device=device,
+                              progress=progress, checkpoint=solver_state)  # fmt: skip
     per_block = params == PER_BLOCK
-    config = {
-        **options,
-        "tol": tol if tol is not None else default_tol(parse_dtype(dtype), chosen_criterion),
-        "criterion": chosen_criterion,
-        "dtype": dtype_name(parse_dtype(dtype)),
-        "batch_size": batch_size,
-        "seq_len": getattr(data, "seq_len", None),
-    }
-    config.pop("progress")
+    config = _config(chosen, tol=chosen.resolved_tol(), device=device,
+                     seq_len=getattr(data, "seq_len", None))  # fmt: skip
     return ModelAnalysis(
         model=model_spec,
         data=data_spec,
@@ -648,8 +643,11 @@ def _solver_checkpoint(
 
 
 def _sha256(path: Path) -> str:
-    """The file's contents as a hash: a checkpoint overwritten with new weights is another
-    Hessian even under the same name."""
+    """The SHA-256 of a file's contents.
+
+    The file's contents as a hash: a checkpoint overwritten with new weights is another
+    Hessian even under the same name.
+    """
     digest = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
@@ -660,6 +658,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def evaluate_model(model: nn.Module, data: Any) -> dict[str, dict[str, float]]:
-    """Train and test loss/accuracy of the model state (the bundle's ``evaluate``)."""
+def evaluate_model(model: nn.Module, data: DataBundle) -> dict[str, dict[str, float]]:
+    """Train and test loss and accuracy of the model state (the bundle's ``evaluate``).
+
+    Args:
+        model: the model.
+        data: the data bundle.
+
+    Returns:
+        ``{"train": {"loss", "accuracy"}, "test": {...}}``.
+    """
     return {split: dict(data.evaluate(model, split)) for split in ("train", "test")}

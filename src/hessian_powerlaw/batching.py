@@ -9,13 +9,22 @@ slice) cut batches here, so they agree on what a sample is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["sample_count", "slice_bounds", "split", "take", "to_device"]
+__all__ = [
+    "detached_copy",
+    "is_single_batch",
+    "sample_count",
+    "slice_bounds",
+    "split",
+    "split_batches",
+    "take",
+    "to_device",
+]
 
 
 def _is_array(obj: Any) -> bool:
@@ -33,6 +42,27 @@ def _first_array(batch: Any) -> Any | None:
             if found is not None:
                 return found
     return None
+
+
+def is_single_batch(obj: Any) -> bool:
+    """Whether ``obj`` is one batch rather than a collection of batches.
+
+    A tensor, a mapping, or a non-empty tuple/list of tensors and arrays (``(x, y)``) is one
+    batch; a list of such batches, a DataLoader or any other iterable is a collection.
+
+    Args:
+        obj: what a user passed as batches.
+
+    Returns:
+        True for one batch.
+    """
+    if isinstance(obj, (torch.Tensor, Mapping)):
+        return True
+    return (
+        isinstance(obj, (tuple, list))
+        and len(obj) > 0
+        and all(isinstance(x, (torch.Tensor, np.ndarray)) for x in obj)
+    )
 
 
 def sample_count(batch: Any) -> int | None:
@@ -57,29 +87,70 @@ def slice_bounds(size: int, pieces: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def take(batch: Any, size: int, start: int, stop: int) -> Any:
-    """Samples ``start:stop`` of ``batch``, whose first tensor has ``size`` samples.
+def take(batch: Any, size: int, start: int, stop: int | None, step: int = 1) -> Any:
+    """Samples ``start:stop:step`` of ``batch``, whose first tensor has ``size`` samples.
 
     Every tensor or array whose first dimension is ``size`` is sliced; anything else
     (broadcast tensors, scalars, strings) is kept whole. Containers keep their type.
+
+    Args:
+        batch: the batch.
+        size: its number of samples (:func:`sample_count`).
+        start: the first sample taken.
+        stop: the end of the slice (``None``: the end of the batch).
+        step: take every ``step``-th sample.
+
+    Returns:
+        The slice, a batch of the same structure.
     """
     if _is_array(batch):
         shape = getattr(batch, "shape", ())
         if len(shape) == 0 or int(shape[0]) != size:
             return batch
-        return batch[start:stop]
+        return batch[start:stop:step] if step != 1 else batch[start:stop]
     if isinstance(batch, Mapping):
-        return _same_mapping(batch, {k: take(v, size, start, stop) for k, v in batch.items()})
+        taken = {k: take(v, size, start, stop, step) for k, v in batch.items()}
+        return _same_mapping(batch, taken)
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(take(v, size, start, stop) for v in batch))
+        return type(batch)(*(take(v, size, start, stop, step) for v in batch))
     if isinstance(batch, (tuple, list)):
-        return type(batch)(take(v, size, start, stop) for v in batch)
+        return type(batch)(take(v, size, start, stop, step) for v in batch)
     return batch
 
 
 def split(batch: Any, size: int, pieces: int) -> list[Any]:
     """``batch`` cut into ``pieces`` non-empty contiguous slices (fewer when ``size`` is small)."""
     return [take(batch, size, a, b) for a, b in slice_bounds(size, pieces) if b > a]
+
+
+def split_batches(batches: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """Two disjoint halves of a list of batches.
+
+    Two or more batches: the even- and odd-numbered batches. One batch: its even- and
+    odd-numbered samples (interleaving keeps both halves alike when the data are sorted,
+    e.g. by class or writer).
+
+    Args:
+        batches: the batches.
+
+    Returns:
+        ``(half_a, half_b)``, two lists of batches.
+
+    Raises:
+        UserInputError: no batches, or one batch of one sample.
+    """
+    from hessian_powerlaw.errors import UserInputError
+
+    batches = list(batches)
+    if len(batches) >= 2:
+        return batches[0::2], batches[1::2]
+    if len(batches) == 1:
+        (batch,) = batches
+        size = sample_count(batch)
+        if size is None or size < 2:
+            raise UserInputError("one batch of one sample cannot be split into halves")
+        return [take(batch, size, 0, None, 2)], [take(batch, size, 1, None, 2)]
+    raise UserInputError("no batches to split; pass data with at least two samples")
 
 
 def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
@@ -105,9 +176,12 @@ def to_device(batch: Any, device: torch.device, dtype: torch.dtype | None = None
 
 
 def detached_copy(batch: Any) -> Any:
-    """The batch with every tensor detached and copied (numpy arrays become tensors), so that
+    """A copy of the batch that later changes to the original do not reach.
+
+    The batch with every tensor detached and copied (numpy arrays become tensors), so that
     later in-place changes to the original (a reused buffer, pinned memory) do not reach it.
-    Containers keep their type, as in :func:`to_device`."""
+    Containers keep their type, as in :func:`to_device`.
+    """
     if isinstance(batch, np.ndarray):
         return torch.from_numpy(batch.copy())
     if isinstance(batch, torch.Tensor):

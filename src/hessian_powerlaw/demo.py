@@ -29,6 +29,7 @@ from typing import Any
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.analysis import analyze, versions
 from hessian_powerlaw.io import atomic_write_json
+from hessian_powerlaw.options import AnalysisOptions
 
 STATES: tuple[str, ...] = ("random init", "trained")
 PAPER_K = 1000
@@ -63,6 +64,17 @@ class DemoSettings(ResultMixin):
     seed: int = 0
     warmup_epochs: int = 1
     criterion: str | None = None
+
+    def options(self) -> AnalysisOptions:
+        """The analysis options of the demo's two spectra (``None`` keeps the library's).
+
+        Returns:
+            The :class:`~hessian_powerlaw.options.AnalysisOptions`.
+        """
+        values = {"k": self.k, "samples": self.samples, "dtype": self.dtype, "tol": self.tol,
+                  "criterion": self.criterion, "trace_matvecs": self.trace_matvecs,
+                  "density": self.density, "alpha": 0.05, "seed": self.seed}  # fmt: skip
+        return AnalysisOptions(**{k: v for k, v in values.items() if k != "dtype" or v})
 
 
 # default: the paper's K and a LeNet on real MNIST (training about a minute on 2 CPU cores,
@@ -119,8 +131,11 @@ def paper_cells(state: str) -> dict[str, Any]:
 
 
 def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
-    """One row per state: the paper's test (k, d_ks, d_c, verdict, s) with the paper's numbers
-    beside it, the calibrated tests, test accuracy, lambda_max and trace."""
+    """The demo's table, one row per state.
+
+    One row per state: the paper's test (k, d_ks, d_c, verdict, s) with the paper's numbers
+    beside it, the calibrated tests, test accuracy, lambda_max and trace.
+    """
     from hessian_powerlaw.report.tables import summary_row
 
     rows = []
@@ -139,8 +154,11 @@ def paper_random_d_ks() -> float:
 
 
 def ks_decisive(k: int, alpha: float = 0.05) -> bool:
-    """Whether the paper's KS test at ``k`` can reject the paper's own random-init spectrum:
-    ``d_c(k) < 0.0796`` (K >= 293 at alpha 0.05; the paper's K = 1000 gives d_c = 0.043)."""
+    """Whether the paper's KS test is decisive at ``k``.
+
+    Whether the paper's KS test at ``k`` can reject the paper's own random-init spectrum:
+    ``d_c(k) < 0.0796`` (K >= 293 at alpha 0.05; the paper's K = 1000 gives d_c = 0.043).
+    """
     from hessian_powerlaw.powerlaw import critical_value
 
     return critical_value(k, alpha) < paper_random_d_ks()
@@ -253,12 +271,23 @@ def run_demo(
     ``report.html`` and the training run folder ``run/``; everything appears at once when the
     demo finishes (``io.staged_dir``), nothing if it fails or is interrupted: not even ``OUT``
     itself when this call created it.
+
+    Args:
+        out: the output folder ``OUT``.
+        quick: the quick preset (digits, K = 60) instead of the default (MNIST, K = 1000).
+        settings: a preset of one's own (:class:`DemoSettings`), instead of either.
+        progress: progress bars on stderr.
+
+    Returns:
+        The :class:`DemoResult` written to ``demo.json``.
+
+    Raises:
+        UserInputError: the data is missing or ``OUT`` cannot be written.
     """
     from hessian_powerlaw.io import staged_dir
     from hessian_powerlaw.report.html import write_report
     from hessian_powerlaw.report.outputs import write_demo_figures
-    from hessian_powerlaw.training import TrainConfig, load_config_data, load_weights, train
-    from hessian_powerlaw.zoo import build_model
+    from hessian_powerlaw.training import TrainConfig, load_config_data, load_model_state, train
 
     chosen = settings or DEMO_PRESETS["quick" if quick else "default"]
     start = time.perf_counter()
@@ -277,18 +306,13 @@ def run_demo(
         num_samples = sum(int(b[1].shape[0]) for b in batches)
         # the run's own step 0 (its initial weights) and its end
         files = {"random init": "ckpt-0.pt", "trained": "final.pt"}
-        models = {name: build_model(config.model, data, seed=config.seed) for name in files}
-        for name, file in files.items():
-            load_weights(models[name], stage / "run" / file)
-        options: dict[str, Any] = {"tol": chosen.tol, "criterion": chosen.criterion}
-        if chosen.dtype is not None:
-            options["dtype"] = chosen.dtype
+        models = {
+            name: load_model_state(config.model, data, stage / "run" / file, config.seed)
+            for name, file in files.items()
+        }
         states: dict[str, dict[str, Any]] = {}
         for name, model in models.items():
-            model.eval()
-            analysis = analyze(model, data.loss, batches, k=chosen.k, alpha=0.05,
-                               trace_matvecs=chosen.trace_matvecs, density=chosen.density,
-                               seed=chosen.seed, progress=progress, **options)  # fmt: skip
+            analysis = analyze(model, data.loss, batches, chosen.options(), progress=progress)
             evaluation = {split: dict(data.evaluate(model, split)) for split in ("train", "test")}
             states[name] = {"analysis": analysis.to_dict(), "evaluation": evaluation}
         training = {

@@ -40,20 +40,19 @@ from torch import nn
 
 from hessian_powerlaw import batching, distributed
 from hessian_powerlaw._results import to_jsonable
-from hessian_powerlaw.analysis import (
-    PER_BLOCK,
-    analyze,
-    check_int,
-    dtype_name,
-    parameter_groups,
-    parse_dtype,
-    validate_options,
-    versions,
-)
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.analysis import PER_BLOCK, analyze, parameter_groups, versions
+from hessian_powerlaw.errors import UserInputError, check_int
+from hessian_powerlaw.options import AnalysisOptions, parse_dtype
+from hessian_powerlaw.protocols import Loss
 from hessian_powerlaw.tracking import TRACK_FILE, TrackResult, correlations_of
 
+#: The hook's analysis defaults where they differ from :class:`AnalysisOptions`'s: inside a
+#: training loop speed matters (float32 products, fewer eigenvalues and trace products), and
+#: every eigenvalue still reports its residual.
+HOOK_DEFAULTS: dict[str, Any] = {"k": 50, "dtype": "float32", "trace_matvecs": 60}
+
 __all__ = [
+    "HOOK_DEFAULTS",
     "HessianHook",
     "check_hook_options",
     "dataset_batch",
@@ -66,8 +65,11 @@ __all__ = [
 
 @contextlib.contextmanager
 def preserved_rng_state() -> Iterator[None]:
-    """Run the body, then put back the state of torch's CPU and (initialised) CUDA generators
-    and of numpy's and Python's global generators."""
+    """Put the global random generators back after the body.
+
+    Run the body, then put back the state of torch's CPU and (initialised) CUDA generators
+    and of numpy's and Python's global generators.
+    """
     cpu_rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     numpy_rng = np.random.get_state()
@@ -105,23 +107,16 @@ def preserved_training_state(model: nn.Module) -> Iterator[None]:
         torch.set_grad_enabled(grad_enabled)
 
 
-def _is_single_batch(obj: Any) -> bool:
-    if isinstance(obj, (torch.Tensor, Mapping)):
-        return True
-    return (
-        isinstance(obj, (tuple, list))
-        and len(obj) > 0
-        and all(isinstance(x, (torch.Tensor, np.ndarray)) for x in obj)
-    )
-
-
 def take_batches(batches: Any, what: str = "Hessian batch") -> list[Any]:
-    """A fixed list of detached copies of ``batches``: one batch, a list of batches, or any
+    """A fixed list of detached copies of ``batches``.
+
+    A fixed list of detached copies of ``batches``: one batch, a list of batches, or any
     iterable (a DataLoader is read once, in full). Reading a shuffling loader draws from the
-    global generator; that draw is undone (:func:`preserved_rng_state`)."""
+    global generator; that draw is undone (:func:`preserved_rng_state`).
+    """
     if batches is None:
         raise UserInputError(f"the {what} is None; pass a batch (x, y), a dict or a list of them")
-    if _is_single_batch(batches):
+    if batching.is_single_batch(batches):
         taken = [batches]
     elif isinstance(batches, Iterable) and not isinstance(batches, (str, bytes)):
         with preserved_rng_state():
@@ -139,12 +134,15 @@ def take_batches(batches: Any, what: str = "Hessian batch") -> list[Any]:
 def dataset_batch(
     dataset: Any, collate_fn: Callable[[list[Any]], Any] | None, samples: int, seed: int = 0
 ) -> Any:
-    """One batch of ``samples`` items of a map-style ``dataset`` (``len`` and ``[i]``), chosen
+    """A seeded batch of ``samples`` items of a map-style data set.
+
+    One batch of ``samples`` items of a map-style ``dataset`` (``len`` and ``[i]``), chosen
     by a permutation from its own generator seeded with ``seed`` (not the global one, which
     the user's run owns), in index order, collated by ``collate_fn`` (default: torch's).
 
     A seeded random subset rather than the first items: data sets are often sorted (by class,
-    by document), and the first items would then be one class or one text."""
+    by document), and the first items would then be one class or one text.
+    """
     check_int(samples, "samples")
     try:
         size = len(dataset)
@@ -162,37 +160,57 @@ def dataset_batch(
 
 
 def check_hook_options(options: Mapping[str, Any], taken: Iterable[str] = ()) -> None:
-    """Check keyword options meant for :class:`HessianHook` before it is built (callbacks
-    build it only when training starts), so that a mistake fails at once, not minutes later.
-    ``taken``: the hook's arguments the caller sets itself, which ``options`` may not hold."""
+    """Check keyword options meant for :class:`HessianHook` before it is built.
+
+    Callbacks build the hook only when training starts, so that a mistake would otherwise
+    fail minutes later.
+
+    Args:
+        options: the keyword options: the hook's own and :class:`AnalysisOptions` fields.
+        taken: the hook's arguments the caller sets itself, which ``options`` may not hold.
+
+    Raises:
+        UserInputError: an unknown option or an invalid value.
+    """
     import inspect
 
     parameters = inspect.signature(HessianHook).parameters
-    allowed = set(parameters) - {"model", "loss", "batches", *taken}
+    own = {name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    allowed = (own | set(AnalysisOptions.names())) - {*taken}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise UserInputError(
             f"unknown option(s) {', '.join(unknown)}; the Hessian measurement takes "
             f"{', '.join(sorted(allowed))}"
         )
-    values = {name: p.default for name, p in parameters.items()} | dict(options)
-    validate_options(values["k"], values["tol"], values["trace_matvecs"], values["alpha"])
-    check_int(values["n_boot"], "n_boot", minimum=0)
-    parse_dtype(values["dtype"])
+    values = {name: v for name, v in options.items() if name in AnalysisOptions.names()}
+    AnalysisOptions.of(options.get("options"), defaults=HOOK_DEFAULTS, **values)
 
 
 def mean_loss(
     model: nn.Module,
-    loss: Any,
+    loss: Loss,
     batches: Any,
     *,
     params: Any = None,
     dtype: str | torch.dtype = torch.float64,
     device: str | torch.device | None = None,
 ) -> float:
-    """The sample-weighted mean loss over ``batches`` in eval mode, in ``dtype``: the loss the
-    Hessian of :class:`~hessian_powerlaw.operators.HessianOperator` is taken of (one forward
-    pass per batch, no gradient). ``params`` only limits what the operator copies."""
+    """The sample-weighted mean loss the Hessian of a ``HessianOperator`` is taken of.
+
+    One forward pass per batch in eval mode, no gradient.
+
+    Args:
+        model: the model.
+        loss: its loss.
+        batches: the batches.
+        params: only limits what the operator copies.
+        dtype: the precision of the forward passes.
+        device: where they run.
+
+    Returns:
+        The mean loss.
+    """
     from hessian_powerlaw.operators import HessianOperator
 
     op = HessianOperator(model, loss, batches, params=params, dtype=parse_dtype(dtype),
@@ -217,14 +235,20 @@ class HessianHook:
             first step measured now (a resumed run continues its file).
         held_out: batches of held-out data; their mean loss is recorded as ``test_loss``
             and the gap ``test_loss - train_loss``, which ``track``'s correlations use.
-        k, params, dtype, device, tol, max_matvecs, trace_matvecs, alpha, n_boot, seed: as for
-            :func:`~hessian_powerlaw.analysis.analyze` (``params``: the model's own parameter
-            names, globs or ``"last"``). ``dtype`` defaults to float32 here: inside a training
-            loop speed matters, and every eigenvalue still reports its residual.
+        options: the analysis options; ``None``: :class:`AnalysisOptions` with the hook's
+            defaults (``HOOK_DEFAULTS``: float32 products, ``k = 50``, 60 trace products):
+            inside a training loop speed matters, and every eigenvalue still reports its
+            residual.
+        params: the model's own parameter names, globs or ``"last"``, as for
+            :func:`~hessian_powerlaw.analysis.analyze`.
+        device: where the products run.
         tensorboard: a folder that also receives every record as TensorBoard scalars and a
             rank-plot image (:mod:`hessian_powerlaw.report.tensorboard`).
-        name, data: labels of the model and the data in the records file.
+        name: the model's label in the records file.
+        data: the data's label in the records file.
         progress: progress of each measurement on stderr.
+        **option_values: fields of :class:`AnalysisOptions` (``k``, ``dtype``, ``tol``,
+            ``trace_matvecs``, ``n_boot``, ...) that replace those of ``options``.
 
     Each record (a ``track.json`` entry) holds ``step``, ``epoch``, ``train_loss`` (the mean
     loss on the Hessian batch, eval mode), ``test_loss`` and ``gap`` (``None`` without
@@ -235,30 +259,23 @@ class HessianHook:
     def __init__(
         self,
         model: nn.Module,
-        loss: Any,
+        loss: Loss,
         batches: Any,
         *,
         every: int,
         out: str | os.PathLike[str] | None = None,
         held_out: Any = None,
-        k: int = 50,
+        options: AnalysisOptions | None = None,
         params: Any = None,
-        dtype: str | torch.dtype = "float32",
         device: str | torch.device | None = None,
-        tol: float | None = None,
-        max_matvecs: int | None = None,
-        trace_matvecs: int = 60,
-        alpha: float = 0.05,
-        n_boot: int = 1000,
-        seed: int = 0,
         tensorboard: str | os.PathLike[str] | None = None,
         name: str | None = None,
         data: str = "training loop",
         progress: bool = False,
+        **option_values: Any,
     ) -> None:
-        validate_options(k, tol, trace_matvecs, alpha)
+        self.options = AnalysisOptions.of(options, defaults=HOOK_DEFAULTS, **option_values)
         self.every = check_int(every, "every")
-        check_int(n_boot, "n_boot", minimum=0)
         if params == PER_BLOCK:
             raise UserInputError(
                 "the hook measures one parameter selection; per-block is for `spectrum`"
@@ -276,14 +293,10 @@ class HessianHook:
         self.progress = progress
         self.name = name or type(self.model).__name__
         self.data = data
-        self.options: dict[str, Any] = dict(
-            k=k, dtype=dtype, tol=tol, max_matvecs=max_matvecs, trace_matvecs=trace_matvecs,
-            alpha=alpha, n_boot=n_boot, seed=seed,
-        )  # fmt: skip
         samples = sum(batching.sample_count(b) or 0 for b in self.batches)
         self.settings: dict[str, Any] = {
-            **self.options, "dtype": dtype_name(parse_dtype(dtype)), "every": self.every,
-            "samples": samples, "batch_size": None, "params": params,
+            **self.options.to_dict(), "every": self.every, "samples": samples,
+            "batch_size": None, "params": params,
             "held_out_samples": None if self.held_out is None
             else sum(batching.sample_count(b) or 0 for b in self.held_out),
         }  # fmt: skip
@@ -306,9 +319,12 @@ class HessianHook:
     # ------------------------------------------------------------------ the loop's calls
 
     def step(self, step: int | None = None, *, epoch: float | None = None) -> dict[str, Any] | None:
-        """Call after each optimizer step. ``step``: the number of steps done (default: count
+        """Call after each optimizer step; measures every ``every`` steps.
+
+        Call after each optimizer step. ``step``: the number of steps done (default: count
         the calls). Measures and returns the record when ``step`` is a multiple of ``every``,
-        else returns None."""
+        else returns None.
+        """
         self._steps = self._steps + 1 if step is None else check_int(step, "step", minimum=0)
         if self._steps % self.every:
             return None
@@ -320,10 +336,9 @@ class HessianHook:
         start = time.perf_counter()
         with preserved_training_state(self.model):
             (group,) = parameter_groups(self.model, self.params).values()
-            analysis = analyze(self.model, self.loss, self.batches, params=group,
-                               device=self.device, progress=self.progress,
-                               **self.options)  # fmt: skip
-            losses = {"dtype": self.options["dtype"], "device": self.device, "params": group}
+            analysis = analyze(self.model, self.loss, self.batches, self.options, params=group,
+                               device=self.device, progress=self.progress)  # fmt: skip
+            losses = {"dtype": self.options.dtype, "device": self.device, "params": group}
             train_loss = mean_loss(self.model, self.loss, self.batches, **losses)
             test_loss = (
                 None if self.held_out is None

@@ -65,6 +65,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically; returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -131,8 +132,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Any:
 
 
 def _looks_like_torch_file(p: Path) -> bool:
-    """Whether ``p`` starts like a torch.save file (a zip archive with data.pkl, or the
-    legacy pickle format); damaged archives count, so that torch.load says what is wrong."""
+    """Whether ``p`` starts like a ``torch.save`` file.
+
+    Whether ``p`` starts like a torch.save file (a zip archive with data.pkl, or the
+    legacy pickle format); damaged archives count, so that torch.load says what is wrong.
+    """
     try:
         with p.open("rb") as fh:
             head = fh.read(32)

@@ -20,7 +20,6 @@ than 3 finite pairs, or a constant series, the coefficients are ``None`` with th
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -69,8 +68,11 @@ class Correlation(ResultMixin):
 
 @dataclass(frozen=True, kw_only=True)
 class CorrelationRow(Correlation):
-    """One row of a correlation table: a measure against a target, and its :class:`Correlation`
-    fields (keyword-only construction)."""
+    """One row of a correlation table: a measure against a target.
+
+    One row of a correlation table: a measure against a target, and its :class:`Correlation`
+    fields (keyword-only construction).
+    """
 
     measure: str
     target: str
@@ -88,44 +90,33 @@ def _undefined(n: int, n_dropped: int, reason: str) -> Correlation:
     return Correlation(n, n_dropped, None, None, None, None, None, None, reason)
 
 
-@functools.lru_cache(maxsize=EXACT_SPEARMAN_MAX_N)
-def _permutations(n: int) -> np.ndarray:
-    """All ``n!`` permutations of ``range(n)``, one per row (read-only, cached).
-
-    Built by inserting ``k`` at each of the ``k + 1`` positions of every permutation of
-    ``range(k)``, so the whole table is made with array copies rather than a Python loop.
-    """
-    perms = np.zeros((1, 0), dtype=np.int8)
-    for k in range(n):
-        m = perms.shape[0]
-        grown = np.empty((m * (k + 1), k + 1), dtype=np.int8)
-        for pos in range(k + 1):
-            block = grown[pos * m : (pos + 1) * m]
-            block[:, :pos] = perms[:, :pos]
-            block[:, pos] = k
-            block[:, pos + 1 :] = perms[:, pos:]
-        perms = grown
-    perms.flags.writeable = False
-    return perms
-
-
 def _spearman_exact_p(xs: np.ndarray, ys: np.ndarray) -> float:
     """Two-sided exact permutation p-value of Spearman's rho (``n <= EXACT_SPEARMAN_MAX_N``).
 
-    Under the null every pairing of the ranks of ``y`` with those of ``x`` is equally likely, so
-    the p-value is the fraction of the ``n!`` pairings whose ``|rho|`` is at least the observed
-    one. Ties keep their average ranks, and rho is computed on those ranks for every pairing
-    (the tie-corrected rho, as scipy reports). Twice a centred average rank is an integer, so
-    the numerators are exact; the tolerance only guards the final division.
+    Under the null every pairing of the ranks of ``y`` with those of ``x`` is equally likely,
+    so the p-value is the fraction of the ``n!`` pairings whose ``|rho|`` is at least the
+    observed one: :func:`scipy.stats.permutation_test` over all pairings
+    (``n_resamples=inf``) of the statistic ``|rho|``. Ties keep their average ranks, and rho
+    is computed on those ranks for every pairing (the tie-corrected rho, as scipy reports).
+    Twice a centred average rank is an integer, so equal numerators give equal statistics.
     """
     n = xs.size
-    a = np.rint(2.0 * stats.rankdata(xs) - (n + 1)).astype(np.int64)  # 2 * (rank - mean rank)
-    b = np.rint(2.0 * stats.rankdata(ys) - (n + 1)).astype(np.int64)
+    a = np.rint(2.0 * stats.rankdata(xs) - (n + 1))  # 2 * (rank - mean rank)
+    b = np.rint(2.0 * stats.rankdata(ys) - (n + 1))
     scale = math.sqrt(float(a @ a) * float(b @ b))
-    rho_obs = float(a @ b) / scale
-    rho_perm = (b[_permutations(n)] @ a) / scale
-    count = int(np.count_nonzero(np.abs(rho_perm) >= abs(rho_obs) - 1e-12))
-    return count / rho_perm.size
+
+    def abs_rho(paired: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.abs(np.moveaxis(paired, axis, -1) @ a) / scale
+
+    result = stats.permutation_test(
+        (b,),
+        abs_rho,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=np.inf,
+        alternative="greater",
+    )
+    return float(result.pvalue)
 
 
 def correlate(
@@ -135,11 +126,8 @@ def correlate(
 ) -> Correlation:
     """Pearson, Spearman and Kendall correlations of ``x`` and ``y`` with two-sided p-values.
 
-    Pairs where either value is NaN, infinite or None are dropped (``n_dropped``). Fewer
-    than 3 finite pairs or a constant series give ``None`` coefficients and a ``reason``;
-    ``labels`` name the series in that reason.
-
-    Which p-values are exact:
+    Pairs where either value is NaN, infinite or None are dropped (``n_dropped``). Which
+    p-values are exact:
 
     - Spearman: exact permutation p-value (all ``n!`` pairings of the ranks, ties at their
       average ranks) for ``n <= EXACT_SPEARMAN_MAX_N``; above that, scipy's asymptotic
@@ -150,6 +138,18 @@ def correlate(
     - Pearson: scipy's p-value is exact under its model (x and y bivariate normal), where
       ``|r| = 1`` honestly gives p = 0; it is not a permutation p-value, so for data far from
       normal, read it as approximate and prefer the rank correlations.
+
+    Args:
+        x: one series (None for a missing value).
+        y: the other, of the same length.
+        labels: the names of the series, for the reason when a coefficient is undefined.
+
+    Returns:
+        The :class:`Correlation`; fewer than 3 finite pairs or a constant series give ``None``
+        coefficients and a ``reason``.
+
+    Raises:
+        UserInputError: series of different lengths or values that are not numbers.
     """
     xs, ys = _as_series(x, labels[0]), _as_series(y, labels[1])
     if xs.shape != ys.shape:
@@ -189,7 +189,16 @@ def correlation_table(
 ) -> list[CorrelationRow]:
     """Every measure against every target (e.g. ``d_ks`` vs test loss), measures first.
 
-    All series must have the same length (one value per checkpoint, run or optimizer).
+    Args:
+        measures: ``{name: series}`` of Hessian measures, one value per checkpoint, run or
+            optimizer.
+        targets: ``{name: series}`` of what they are correlated with, of the same length.
+
+    Returns:
+        One :class:`CorrelationRow` per pair.
+
+    Raises:
+        UserInputError: series of different lengths.
     """
     rows: list[CorrelationRow] = []
     for measure, x in measures.items():

@@ -2,7 +2,8 @@ r"""Power-law statistics for Hessian spectra: the paper's estimator, calibrated 
 
 Pure numpy/scipy (no torch): works on eigenvalues from this tool or from any other.
 
-The model (PAPER.md): the top ``k`` eigenvalues are samples of a continuous power-law density
+The model (Tang et al., ICML 2025): the top ``k`` eigenvalues are samples of a continuous
+power-law density
 
 .. math::  p(\lambda) = \frac{\beta - 1}{\lambda_c} (\lambda / \lambda_c)^{-\beta},
            \qquad \lambda \ge \lambda_c,
@@ -26,14 +27,14 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import integrate, optimize, special, stats
 
 from hessian_powerlaw._results import ResultMixin
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 
 __all__ = [
     "AlternativesComparison",
@@ -57,7 +58,7 @@ FloatArray = NDArray[np.float64]
 
 #: Smallest number of positive values a fit accepts.
 MIN_POINTS = 10
-#: Massey (1951) c(alpha) for the one-sample KS critical value c/sqrt(k), k > 35 (PAPER.md).
+#: Massey (1951) c(alpha) for the one-sample KS critical value c/sqrt(k), k > 35 (the paper's).
 MASSEY_C: dict[float, float] = {0.20: 1.07, 0.15: 1.14, 0.10: 1.22, 0.05: 1.36, 0.01: 1.63}
 #: Above this k the asymptotic critical value is allowed (Massey's table is for k > 35).
 ASYMPTOTIC_FROM_K = 36
@@ -215,7 +216,7 @@ class AlternativesComparison(ResultMixin):
 class EigengapFit(ResultMixin):
     """Power-law fit of the eigengaps ``delta_i = lambda_i - lambda_{i+1}`` of the top k.
 
-    PAPER.md predicts ``delta_k ~ k^-(s+1)``. ``gap_fit`` treats the gaps as samples (the
+    The paper predicts ``delta_k ~ k^-(s+1)``. ``gap_fit`` treats the gaps as samples (the
     method of :func:`fit_power_law`), so ``gap_fit.s`` is the rank exponent of the sorted
     gaps; ``index_exponent`` is the least-squares exponent of ``delta_i`` against the index
     ``i`` itself (they agree when the gaps decrease with ``i``). Both are compared with
@@ -276,17 +277,11 @@ def _check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 def _top_positive(values: FloatArray, k: int | None) -> tuple[FloatArray, int]:
     """The top ``k`` values (all when None), descending, without the non-positive ones."""
     desc = np.sort(values)[::-1]
     if k is not None:
-        k = _check_count("k", k, MIN_POINTS)
+        k = check_int(k, "k", MIN_POINTS)
         if k > desc.size:
             raise UserInputError(
                 f"k = {k} is larger than the number of eigenvalues ({desc.size}); "
@@ -365,7 +360,7 @@ def critical_value(k: int, alpha: float = 0.05, method: Critical = "asymptotic")
     other alphas. ``"exact"``: the finite-k KS distribution, ``scipy.stats.kstwo.isf``. For
     k <= 35 the exact value is always used.
     """
-    k = _check_count("k", k, 1)
+    k = check_int(k, "k", 1)
     alpha = _check_alpha(alpha)
     _check_choice("critical", method, ("asymptotic", "exact"))
     if method == "exact" or k < ASYMPTOTIC_FROM_K:
@@ -456,27 +451,27 @@ def fit_power_law(
 ) -> PowerLawFit:
     r"""Fit a power law to the top ``k`` positive eigenvalues (the paper's method).
 
-    Parameters
-    ----------
-    eigenvalues
-        Any order; NaN/Inf raise a ValueError naming how many and where.
-    k
-        Use the ``k`` largest values (all when None). Non-positive values among them are
-        dropped with a :class:`DroppedEigenvaluesWarning` and counted in ``n_dropped``;
-        fewer than 10 positive values is a ValueError.
-    alpha
-        Significance level of the KS test.
-    cutoff
-        ``"kth"``: :math:`\lambda_{cut} = \lambda_k` (the paper). ``"clauset"``: the cutoff
-        that minimises the KS distance over the selected values; ``k`` on the result is then
-        the number of values kept.
-    critical
-        ``"asymptotic"`` or ``"exact"``, see :func:`critical_value`.
-
     The estimate is :math:`\beta = 1 + k / \sum \ln(\lambda_i/\lambda_{cut})`,
     :math:`s = 1/(\beta - 1)`, :math:`\sigma_\beta = (\beta - 1)/\sqrt k`,
     :math:`\sigma_s = s/\sqrt k` (delta method); ``ks_distance`` is the exact supremum of
     :math:`|F_{emp} - F|` with :math:`F(x) = 1 - (x/\lambda_{cut})^{1-\beta}`.
+
+    Args:
+        eigenvalues: any order; NaN/Inf raise a ValueError naming how many and where.
+        k: use the ``k`` largest values (all when None). Non-positive values among them are
+            dropped with a :class:`DroppedEigenvaluesWarning` and counted in ``n_dropped``.
+        alpha: significance level of the KS test.
+        cutoff: ``"kth"``: :math:`\lambda_{cut} = \lambda_k` (the paper). ``"clauset"``: the
+            cutoff that minimises the KS distance over the selected values; ``k`` on the result
+            is then the number of values kept.
+        critical: ``"asymptotic"`` or ``"exact"``, see :func:`critical_value`.
+
+    Returns:
+        The :class:`PowerLawFit`: ``k``, ``beta``, ``s`` and their errors, ``ks_distance``,
+        ``critical_value`` and the verdict ``is_power_law``.
+
+    Raises:
+        UserInputError: non-finite values, fewer than 10 positive values, or bad arguments.
     """
     values = _as_values(eigenvalues)
     alpha = _check_alpha(alpha)
@@ -511,9 +506,22 @@ def rank_regression(
     fitted line (``n_boot`` times, percentile interval). Report it, do not test with it: the
     residuals of ordered eigenvalues are correlated, which no bootstrap of this kind sees; use
     :func:`fit_power_law` for the test.
+
+    Args:
+        eigenvalues: any order; the positive ones among the top ``k`` are used.
+        k: the number of top values (all when None).
+        n_boot: bootstrap samples of the confidence interval.
+        confidence: the interval's level.
+        seed: seed of the bootstrap.
+
+    Returns:
+        The :class:`RankRegression`: the slope ``s``, its interval, the intercept and ``r2``.
+
+    Raises:
+        UserInputError: too few positive values or bad arguments.
     """
     values = _as_values(eigenvalues)
-    n_boot = _check_count("n_boot", n_boot, 10)
+    n_boot = check_int(n_boot, "n_boot", 10)
     if not 0.0 < confidence < 1.0:
         raise UserInputError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
     desc, _ = _top_positive(values, k)
@@ -605,20 +613,32 @@ def bootstrap_pvalue(
     seed: int = 0,
     cutoff: Cutoff = "kth",
 ) -> BootstrapResult:
-    """Goodness-of-fit p-value of the power law by parametric bootstrap (Clauset et al. 2009).
+    r"""Goodness-of-fit p-value of the power law by parametric bootstrap (Clauset et al. 2009).
 
     The data are fitted with :func:`fit_power_law`; ``n_boot`` synthetic samples are drawn
     from the fitted law and each is refitted the same way (cutoff rule included), because
-    the KS tables are not valid once the exponent is estimated from the data. ``p_value`` is
-    the fraction of synthetic distances ``>=`` the observed one (``standard_error`` is
-    ``sqrt(p(1-p)/n_boot)``); Clauset et al. reject the power law when ``p <= 0.1``.
+    the KS tables are not valid once the exponent is estimated from the data. Clauset et al.
+    reject the power law when ``p <= 0.1``. ``cutoff="kth"`` is vectorised (n_boot = 1000 at
+    k = 1000 takes about a second); ``"clauset"`` repeats the cutoff search on every sample,
+    with the values below the cutoff resampled from the data, and costs about ``n_boot``
+    times one Clauset fit.
 
-    ``cutoff="kth"`` is vectorised (n_boot = 1000 at k = 1000 takes about a second);
-    ``"clauset"`` repeats the cutoff search on every sample, with the values below the
-    cutoff resampled from the data, and costs about ``n_boot`` times one Clauset fit.
+    Args:
+        eigenvalues: any order, as for :func:`fit_power_law`.
+        k: the number of top values (all when None).
+        n_boot: synthetic samples (at least 10).
+        seed: seed of the synthetic samples.
+        cutoff: ``"kth"`` or ``"clauset"``, as for :func:`fit_power_law`.
+
+    Returns:
+        The :class:`BootstrapResult`: ``p_value``, the fraction of synthetic distances ``>=``
+        the observed one, and its ``standard_error`` ``sqrt(p(1-p)/n_boot)``.
+
+    Raises:
+        UserInputError: the data cannot be fitted or bad arguments.
     """
     values = _as_values(eigenvalues)
-    n_boot = _check_count("n_boot", n_boot, 1)
+    n_boot = check_int(n_boot, "n_boot", 1)
     _check_choice("cutoff", cutoff, ("kth", "clauset"))
     selection, n_dropped = _top_positive(values, k)
     with warnings.catch_warnings():  # already warned by _top_positive
@@ -827,7 +847,9 @@ def _log_normaliser_truncated_power_law(beta: float, rate: float) -> float:
 def _loglik_truncated_power_law(
     t: FloatArray, em1: FloatArray, power_law_beta: float
 ) -> tuple[FloatArray, dict[str, float]]:
-    """``p(y) = y^-beta exp(-rate y) / Z(beta, rate)``, ``y >= 1``: the power law with an
+    """The truncated power law: a power law with an exponential cutoff.
+
+    ``p(y) = y^-beta exp(-rate y) / Z(beta, rate)``, ``y >= 1``: the power law with an
     exponential cutoff, which contains the power law at ``rate = 0``.
 
     An exponential family in ``(beta, rate)`` with statistics ``t`` and ``em1 = y - 1``, so the
@@ -922,7 +944,7 @@ def compare_alternatives(
     significance: float = 0.1,
     cutoff: Cutoff = "kth",
 ) -> AlternativesComparison:
-    """Likelihood-ratio tests of the power law against other heavy-tailed laws.
+    r"""Likelihood-ratio tests of the power law against other heavy-tailed laws.
 
     All models are fitted by maximum likelihood to the same tail (the values at or above
     ``lambda_cut`` chosen as in :func:`fit_power_law`), each conditioned on
@@ -933,8 +955,20 @@ def compare_alternatives(
     - truncated power law ``y^-beta exp(-r y)``: nested (the power law is ``r = 0``),
       ``p = P(chi2_1 > 2|R|)``, as in Clauset et al. (conservative: ``r = 0`` is a boundary).
 
-    ``preferred`` names the better law when ``p < significance`` (Clauset et al. use 0.1),
-    otherwise ``"inconclusive"`` (``"power law"`` for the nested test, whose null it is).
+    Args:
+        eigenvalues: any order, as for :func:`fit_power_law`.
+        k: the number of top values (all when None).
+        significance: the p-value below which a test names the better law (Clauset et al.
+            use 0.1).
+        cutoff: ``"kth"`` or ``"clauset"``, as for :func:`fit_power_law`.
+
+    Returns:
+        The :class:`AlternativesComparison`, one test per alternative; ``preferred`` names the
+        better law when ``p < significance``, otherwise ``"inconclusive"`` (``"power law"``
+        for the nested test, whose null it is).
+
+    Raises:
+        UserInputError: the data cannot be fitted or bad arguments.
     """
     values = _as_values(eigenvalues)
     if not 0.0 < significance < 1.0:
@@ -987,9 +1021,21 @@ def _top_positive_quiet(values: FloatArray, k: int | None) -> tuple[FloatArray, 
 def eigengap_fit(eigenvalues: ArrayLike, k: int | None = None, alpha: float = 0.05) -> EigengapFit:
     r"""The power-law fit of the gaps :math:`\delta_i = \lambda_i - \lambda_{i+1}` of the top k.
 
-    PAPER.md: :math:`\delta_k \sim k^{-(s+1)}`. Zero gaps (repeated eigenvalues) cannot enter
-    a power law and are counted in ``n_zero_gaps``. The index exponent is the least-squares
-    slope of :math:`\log\delta_i` on :math:`\log i` over the positive gaps.
+    The paper (Tang et al., ICML 2025) predicts :math:`\delta_k \sim k^{-(s+1)}`. Zero gaps
+    (repeated eigenvalues) cannot enter a power law and are counted in ``n_zero_gaps``. The
+    index exponent is the least-squares slope of :math:`\log\delta_i` on :math:`\log i` over
+    the positive gaps.
+
+    Args:
+        eigenvalues: any order, as for :func:`fit_power_law`.
+        k: the number of top values (all when None).
+        alpha: significance level of the KS test of the gaps.
+
+    Returns:
+        The :class:`EigengapFit`: the index exponent next to the predicted ``s + 1``.
+
+    Raises:
+        UserInputError: too few positive gaps or bad arguments.
     """
     values = _as_values(eigenvalues)
     fit = fit_power_law(values, k=k, alpha=alpha)

@@ -75,6 +75,7 @@ class LineProgress:
         return f"{time.perf_counter() - self._start:.1f} s"
 
     def update(self, n: int | float = 1) -> None:
+        """Count ``n`` more steps done."""
         self.n += n
         if not self.total or self._closed:
             return
@@ -93,19 +94,23 @@ class LineProgress:
         self.postfix = ", ".join(f"{key}={value}" for key, value in items.items())
 
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """Ignored: plain lines carry no postfix."""
         self.postfix = s
 
     def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        """Change the description of the next lines."""
         self.desc = desc or ""
 
     def refresh(self) -> None:
         """Nothing to redraw: lines are printed only as the work advances."""
 
     def write(self, s: str) -> None:
+        """Print a line on stderr."""
         self.file.write(s.rstrip("\n") + "\n")
         self.file.flush()
 
     def close(self) -> None:
+        """Print the last line."""
         if self._closed:
             return
         self._closed = True

@@ -19,21 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin, to_jsonable
-from hessian_powerlaw.analysis import (
-    analyze,
-    check_int,
-    default_num_samples,
-    dtype_name,
-    parameter_groups,
-    parse_dtype,
-    validate_options,
-    versions,
-)
-from hessian_powerlaw.criteria import DEFAULT_CRITERION
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.analysis import analyze, hessian_batches, parameter_groups, versions
+from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.io import atomic_write_json
+from hessian_powerlaw.options import AnalysisOptions
+from hessian_powerlaw.protocols import DataBundle
 
 # Hessian measures correlated with generalization, and the targets they are correlated with
 TRACKED_MEASURES: tuple[str, ...] = ("s", "d_ks", "lambda_max", "trace", "beta")
@@ -66,6 +60,7 @@ class TrackResult(ResultMixin):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings (what ``config`` is in the other results)."""
         return self.settings
 
 
@@ -83,7 +78,9 @@ def _metrics_by_step(metrics: Sequence[Mapping[str, Any]]) -> dict[int, Mapping[
     return {int(m["step"]): m for m in metrics if "step" in m}
 
 
-def _generalization(metrics: Mapping[str, Any] | None, data: Any, model: Any) -> dict[str, Any]:
+def _generalization(
+    metrics: Mapping[str, Any] | None, data: DataBundle, model: nn.Module
+) -> dict[str, Any]:
     """Train/test loss and accuracy at a checkpoint, and the gap test loss - train loss.
 
     Taken from the run's own ``metrics.jsonl`` when it evaluated at that step; otherwise
@@ -139,43 +136,52 @@ def _read_previous(path: Path, settings: Mapping[str, Any]) -> list[dict[str, An
 
 def track_run(
     run_dir: str | os.PathLike[str],
+    options: AnalysisOptions | None = None,
     *,
-    k: int = 100,
     every: int = 1,
-    samples: int | None = None,
-    batch_size: int | None = None,
     params: Any = None,
-    dtype: str = "float64",
     device: str | None = None,
-    tol: float | None = None,
-    criterion: str | None = None,
-    max_matvecs: int | None = None,
-    trace_matvecs: int = 100,
-    alpha: float = 0.05,
-    n_boot: int = 1000,
-    seed: int = 0,
     progress: bool = False,
     figures: bool = True,
     on_entry: Callable[[dict[str, Any]], None] | None = None,
     tensorboard: str | os.PathLike[str] | None = None,
+    **option_values: Any,
 ) -> TrackResult:
     """Analyse the checkpoints of the training run in ``run_dir``; write ``RUN/track.json``.
 
-    The Hessian of every checkpoint is taken on the same fixed ``samples`` training samples
-    (the run's own training data, label noise included). ``every`` analyses every N-th
-    checkpoint (and always the last). Checkpoints already in ``track.json`` with the same
-    settings are reused. ``on_entry`` is called with each newly finished entry.
-    ``tensorboard``: a folder that receives every entry's measures and rank plot as
-    TensorBoard event files at the checkpoint's step (:mod:`hessian_powerlaw.report.tensorboard`).
+    The Hessian of every checkpoint is taken on the same fixed ``options.samples`` training
+    samples (the run's own training data, label noise included). Checkpoints already in
+    ``track.json`` with the same settings are reused.
 
     Under ``torch.distributed`` (``torchrun ... track``) every rank takes part in every
     Hessian product (:mod:`hessian_powerlaw.distributed`); the ranks check that they resume
     from the same finished checkpoints, and only rank 0 writes ``track.json`` and figures.
-    """
-    from hessian_powerlaw.training import load_config_data, load_run, load_weights
-    from hessian_powerlaw.zoo import build_model
 
-    validate_options(k, tol, trace_matvecs, alpha)
+    Args:
+        run_dir: a run folder written by :func:`~hessian_powerlaw.training.train`.
+        options: the analysis options (``samples``, ``batch_size``, ``k``, ...).
+        every: analyse every N-th checkpoint (and always the last).
+        params: one parameter selection (not ``"per-block"``).
+        device: where the products run.
+        progress: progress bars on stderr.
+        figures: also write the figures next to ``track.json``.
+        on_entry: called with each newly finished entry.
+        tensorboard: a folder that receives every entry's measures and rank plot as
+            TensorBoard event files at the checkpoint's step
+            (:mod:`hessian_powerlaw.report.tensorboard`).
+        **option_values: fields of :class:`~hessian_powerlaw.options.AnalysisOptions` that
+            replace those of ``options``.
+
+    Returns:
+        The :class:`TrackResult` written to ``track.json``.
+
+    Raises:
+        UserInputError: bad options, a run folder that cannot be read or written, or one
+            without checkpoints.
+    """
+    from hessian_powerlaw.training import load_config_data, load_model_state, load_run
+
+    chosen = AnalysisOptions.of(options, **option_values)
     check_int(every, "every")
     if params == "per-block":
         raise UserInputError("track analyses one parameter selection; per-block is for spectrum")
@@ -186,17 +192,11 @@ def track_run(
     checkpoints = run_checkpoints(run)
     if not checkpoints:
         raise UserInputError(f"run folder {str(run_dir)!r} has no checkpoints to track")
-    chosen = select_checkpoints(checkpoints, every)
+    chosen_checkpoints = select_checkpoints(checkpoints, every)
     data = load_config_data(run.config)
-    num_samples = samples if samples is not None else default_num_samples(data)
-    check_int(num_samples, "samples")
-    batches = data.hessian_batches(num_samples, batch_size, seed)
-    options = dict(k=k, dtype=dtype, tol=tol, criterion=criterion or DEFAULT_CRITERION,
-                   max_matvecs=max_matvecs, trace_matvecs=trace_matvecs, alpha=alpha,
-                   n_boot=n_boot, seed=seed)  # fmt: skip
-    settings = {**options, "dtype": dtype_name(parse_dtype(dtype)), "every": every,
-                "samples": min(num_samples, data.num_train), "batch_size": batch_size,
-                "params": params}  # fmt: skip
+    batches, num_samples = hessian_batches(data, chosen)
+    settings = {**chosen.to_dict(), "samples": min(num_samples, data.num_train),
+                "every": every, "params": params}  # fmt: skip
     path = Path(run.path) / TRACK_FILE
     done = {e["checkpoint"]: e for e in _read_previous(path, settings)}
     # every rank must skip the same checkpoints, or their products would pair up wrongly
@@ -227,19 +227,17 @@ def track_run(
 
         board = TensorBoardWriter(tensorboard)
     try:
-        for step, ckpt in chosen:
+        for step, ckpt in chosen_checkpoints:
             name = Path(ckpt).name
             if name in done:
                 entries.append(done[name])
                 if board is not None:
                     board.write(done[name])
                 continue
-            model = build_model(run.config.model, data, seed=run.config.seed)
-            load_weights(model, ckpt)
-            model.eval()
+            model = load_model_state(run.config.model, data, ckpt, run.config.seed)
             (group,) = parameter_groups(model, params).values()
-            analysis = analyze(model, data.loss, batches, params=group, device=device,
-                               progress=progress, **options)  # fmt: skip
+            analysis = analyze(model, data.loss, batches, chosen, params=group, device=device,
+                               progress=progress)  # fmt: skip
             record = analysis.to_dict()
             entry = {
                 "checkpoint": name,

@@ -51,6 +51,7 @@ from hessian_powerlaw.io import (
     load_checkpoint,
 )
 from hessian_powerlaw.progress import progress_bar
+from hessian_powerlaw.protocols import Batch, DataBundle, Loss
 
 # name -> (torch.optim class name, extra keyword arguments)
 OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -230,10 +231,12 @@ class TrainResult(ResultMixin):
 
     @property
     def test_accuracy(self) -> float:
+        """The last evaluation's test accuracy."""
         return float(self.final_metrics["test_accuracy"])
 
     @property
     def test_loss(self) -> float:
+        """The last evaluation's test loss."""
         return float(self.final_metrics["test_loss"])
 
 
@@ -262,13 +265,13 @@ class _Plan:
     eval_steps: frozenset[int]
 
 
-def _steps_per_epoch(data: Any, batch_size: int) -> int:
+def _steps_per_epoch(data: DataBundle, batch_size: int) -> int:
     if hasattr(data, "steps_per_epoch"):
         return int(data.steps_per_epoch(batch_size))
     return math.ceil(int(data.num_train) / batch_size)
 
 
-def _make_plan(config: TrainConfig, data: Any) -> _Plan:
+def _make_plan(config: TrainConfig, data: DataBundle) -> _Plan:
     spe = _steps_per_epoch(data, config.batch_size)
     if spe < 1:
         raise UserInputError(f"data {config.data!r} gives no training batches")
@@ -343,7 +346,7 @@ def make_optimizer(config: TrainConfig, params: Iterable[nn.Parameter]) -> torch
         raise UserInputError(f"cannot build optimizer {config.optimizer!r}: {exc}") from None
 
 
-def compute_loss(loss: Any, model: nn.Module, batch: Any) -> torch.Tensor:
+def compute_loss(loss: Loss, model: nn.Module, batch: Batch) -> torch.Tensor:
     """``loss(model(x), y)`` for an nn.Module criterion, else ``loss(model, batch)``."""
     if isinstance(loss, nn.Module):
         x, y = batch
@@ -405,7 +408,7 @@ def _model_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
-def _evaluate(data: Any, model: nn.Module, split: str, max_batches: int | None) -> dict:
+def _evaluate(data: DataBundle, model: nn.Module, split: str, max_batches: int | None) -> dict:
     if max_batches is None:
         return data.evaluate(model, split)
     return data.evaluate(model, split, max_batches=max_batches)
@@ -501,7 +504,7 @@ def _checkpoint_payload(state: _State, config: TrainConfig, plan: _Plan) -> dict
     }
 
 
-def _new_state(config: TrainConfig, data: Any, plan: _Plan, device: torch.device) -> _State:
+def _new_state(config: TrainConfig, data: DataBundle, plan: _Plan, device: torch.device) -> _State:
     from hessian_powerlaw.zoo import build_model
 
     _seed_everything(config.seed)
@@ -535,17 +538,30 @@ def train(
     progress: bool = True,
     resume: bool = True,
     device: str | torch.device | None = None,
-    data: Any = None,
+    data: DataBundle | None = None,
 ) -> TrainResult:
     """Train ``config.model`` on ``config.data`` and write the run folder ``out``.
 
-    With ``resume=True`` a folder that holds the same run (same config up to ``data_dir``)
-    continues from its last checkpoint (a finished run is returned as is); a different
-    config is a UserInputError. ``resume=False`` discards an earlier run in ``out``.
-    ``data`` may pass an already loaded bundle for ``config`` (it must be the one
-    :func:`load_config_data` gives). The global RNGs are seeded from ``config.seed``.
-    The run folder is created only once the configuration and the data have been checked:
-    a mistake (a bad spec, a checkpoint epoch after the end) leaves no folder behind.
+    The global RNGs are seeded from ``config.seed``. The run folder is created only once the
+    configuration and the data have been checked: a mistake (a bad spec, a checkpoint epoch
+    after the end) leaves no folder behind.
+
+    Args:
+        config: what to train and how.
+        out: the run folder.
+        progress: a progress bar on stderr.
+        resume: a folder that holds the same run (same config up to ``data_dir``) continues
+            from its last checkpoint (a finished run is returned as is); ``False`` discards an
+            earlier run in ``out``.
+        device: where to train.
+        data: a data bundle already loaded for ``config`` (the one :func:`load_config_data`
+            gives).
+
+    Returns:
+        The :class:`TrainResult`: steps, final metrics, checkpoints.
+
+    Raises:
+        UserInputError: a bad configuration, or ``out`` holds a different run.
     """
     folder = check_target_dir(out, "run folder")
     stored = _read_config(folder) if folder.is_dir() else None
@@ -588,7 +604,7 @@ def _resume_point(folder: Path, resume: bool) -> tuple[int, Path] | None:
 
 def _run_loop(
     config: TrainConfig,
-    data: Any,
+    data: DataBundle,
     plan: _Plan,
     state: _State,
     folder: Path,
@@ -620,7 +636,7 @@ def _run_loop(
 
 
 def _epoch_batches(
-    data: Any, config: TrainConfig, epoch: int, first: int, last: int, per_epoch: int
+    data: DataBundle, config: TrainConfig, epoch: int, first: int, last: int, per_epoch: int
 ) -> Iterator[Any]:
     """Batches ``first .. last-1`` of the epoch's fixed order (skipping those already done)."""
     batches = data.train_batches(config.batch_size, seed=config.seed, epoch=epoch)
@@ -656,7 +672,7 @@ def _update(
 
 def _at_step_end(
     config: TrainConfig,
-    data: Any,
+    data: DataBundle,
     plan: _Plan,
     state: _State,
     folder: Path,
@@ -675,7 +691,7 @@ def _at_step_end(
         atomic_torch_save(folder / "final.pt", _checkpoint_payload(state, config, plan))
 
 
-def _measure(config: TrainConfig, data: Any, plan: _Plan, state: _State) -> dict[str, Any]:
+def _measure(config: TrainConfig, data: DataBundle, plan: _Plan, state: _State) -> dict[str, Any]:
     train_m = _evaluate(data, state.model, "train", config.eval_batches)
     test_m = _evaluate(data, state.model, "test", config.eval_batches)
     last_update = max(state.step - 1, 0)
@@ -738,15 +754,63 @@ def load_run(path: str | os.PathLike[str]) -> RunInfo:
     )
 
 
-def _checkpoint_path(path: Path) -> Path:
-    if path.is_dir():
-        if (path / "final.pt").is_file():
-            return path / "final.pt"
-        checkpoints = _checkpoint_files(path)
-        if not checkpoints:
-            raise UserInputError(f"run folder {str(path)!r} has no checkpoint (final.pt, ckpt-*)")
-        return checkpoints[-1][1]
-    return path
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file that ``path`` names.
+
+    Args:
+        path: a checkpoint file (a run's ``ckpt-<step>.pt`` or ``final.pt``, or a bare
+            ``state_dict``), or a run folder.
+
+    Returns:
+        ``path`` itself for a file; for a folder its ``final.pt``, or, when the run has not
+        finished, its last ``ckpt-<step>.pt``.
+
+    Raises:
+        UserInputError: a folder without any checkpoint.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return folder
+    if (folder / "final.pt").is_file():
+        return folder / "final.pt"
+    checkpoints = _checkpoint_files(folder)
+    if not checkpoints:
+        raise UserInputError(
+            f"run folder {str(folder)!r} has no checkpoint (final.pt, ckpt-<step>.pt); "
+            "pass a checkpoint file"
+        )
+    return checkpoints[-1][1]
+
+
+def load_model_state(
+    model_spec: str,
+    data: DataBundle,
+    checkpoint: str | os.PathLike[str] | dict[str, Any] | None,
+    seed: int,
+) -> nn.Module:
+    """The zoo model of ``model_spec`` at random init, or with a checkpoint's weights.
+
+    Args:
+        model_spec: a model spec (``zoo.build_model``).
+        data: the data bundle the model is built for.
+        checkpoint: ``None`` (random init, seeded by ``seed``); a checkpoint file or run
+            folder (:func:`checkpoint_path`), loaded weights-only; or a loaded checkpoint
+            dict (:func:`load_weights`).
+        seed: the seed of the initial weights.
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        UserInputError: the spec is unknown or the weights do not fit the model.
+    """
+    from hessian_powerlaw.zoo import build_model
+
+    model = build_model(model_spec, data, seed=seed)
+    if checkpoint is not None:
+        source = checkpoint if isinstance(checkpoint, dict) else checkpoint_path(checkpoint)
+        load_weights(model, source)
+    return model.eval()
 
 
 def load_weights(model: nn.Module, checkpoint: str | os.PathLike[str] | dict[str, Any]) -> None:
@@ -799,8 +863,11 @@ def _is_state_dict(value: Any) -> bool:
 
 
 def _state_dict_in(payload: Any, where: str) -> dict[str, torch.Tensor]:
-    """The model state dict in a loaded checkpoint: the payload itself, or the one under
-    ``"model"`` or ``"state_dict"``."""
+    """The model state dict in a loaded checkpoint.
+
+    The model state dict in a loaded checkpoint: the payload itself, or the one under
+    ``"model"`` or ``"state_dict"``.
+    """
     if _is_state_dict(payload):
         return payload
     if isinstance(payload, dict):
@@ -825,17 +892,28 @@ def load_model(
     path: str | os.PathLike[str],
     *,
     data_dir: str | None = None,
-    data: Any = None,
+    data: DataBundle | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[nn.Module, Any, TrainConfig]:
     """Rebuild (model, data, config) from a checkpoint file or a run folder.
 
-    A folder means its ``final.pt`` (else its last checkpoint). Model and data are rebuilt
-    from the config stored in the checkpoint (or the folder's config.json), the weights
-    loaded weights-only. The model is returned in eval mode. ``data`` reuses a bundle
-    already loaded for this config.
+    Model and data are rebuilt from the config stored in the checkpoint (or the folder's
+    config.json), the weights loaded weights-only (:func:`load_model_state`).
+
+    Args:
+        path: a checkpoint file or a run folder (:func:`checkpoint_path`: its ``final.pt``,
+            else its last checkpoint).
+        data_dir: where the config's data set lies, when not where it was trained.
+        data: a data bundle already loaded for this config, reused.
+        device: where to move the model.
+
+    Returns:
+        ``(model, data, config)``, the model in eval mode.
+
+    Raises:
+        UserInputError: no checkpoint, no config, or weights that do not fit.
     """
-    ckpt_path = _checkpoint_path(Path(path))
+    ckpt_path = checkpoint_path(path)
     payload = load_checkpoint(ckpt_path)
     values = payload.get("config") if isinstance(payload, dict) else None
     config = TrainConfig.from_dict(values) if values else _read_config(ckpt_path.parent)
@@ -844,14 +922,11 @@ def load_model(
             f"checkpoint {str(ckpt_path)!r} carries no training config and its folder has no "
             "config.json; pass --model and --data explicitly"
         )
-    from hessian_powerlaw.zoo import build_model
-
     data = data if data is not None else load_config_data(config, data_dir)
-    model = build_model(config.model, data, seed=config.seed)
-    load_weights(model, payload)
+    model = load_model_state(config.model, data, payload, config.seed)
     if device is not None:
         model.to(device)
-    return model.eval(), data, config
+    return model, data, config
 
 
 __all__ = [
@@ -859,8 +934,10 @@ __all__ = [
     "RunInfo",
     "TrainConfig",
     "TrainResult",
+    "checkpoint_path",
     "compute_loss",
     "load_model",
+    "load_model_state",
     "load_run",
     "load_weights",
     "lr_factor",

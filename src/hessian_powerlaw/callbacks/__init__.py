@@ -17,8 +17,7 @@ import raises one :class:`~hessian_powerlaw.errors.UserInputError` naming the ex
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hessian_powerlaw._lazy import lazy_exports
 
 _EXPORTS = {
     "HessianTrainerCallback": "hessian_powerlaw.callbacks.hf",
@@ -28,14 +27,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hessian_powerlaw.callbacks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("hessian_powerlaw.callbacks", _EXPORTS, globals())

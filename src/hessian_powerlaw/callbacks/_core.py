@@ -8,23 +8,26 @@ from typing import Any
 
 from torch import nn
 
-from hessian_powerlaw.analysis import check_int
-from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.errors import UserInputError, check_int
 from hessian_powerlaw.hooks import (
     HessianHook,
     check_hook_options,
     dataset_batch,
     preserved_rng_state,
 )
+from hessian_powerlaw.protocols import Loss
 
 # the hook's arguments a callback sets itself (the rest of its keyword options go through)
 _SET_BY_CALLBACK = ("every", "out", "held_out", "tensorboard")
 
 
 def loader_batch(loader: Any, samples: int, seed: int, what: str) -> Any:
-    """A seeded subset of ``samples`` items of a DataLoader's data set, collated by the loader's
+    """The Hessian batch from a trainer's DataLoader.
+
+    A seeded subset of ``samples`` items of a DataLoader's data set, collated by the loader's
     own ``collate_fn`` (what the trainer feeds the model), taken without touching the global
-    random generators. UserInputError when the loader has no map-style data set."""
+    random generators. UserInputError when the loader has no map-style data set.
+    """
     dataset = getattr(loader, "dataset", None)
     if dataset is None:
         raise UserInputError(
@@ -52,9 +55,10 @@ class CallbackCore:
         tensorboard: a folder for the hook's own TensorBoard event files, besides the
             trainer's loggers.
         **options: the measurement's options, as for :class:`~hessian_powerlaw.hooks.
-            HessianHook`: ``k``, ``params`` (the model's own names), ``dtype``, ``device``,
-            ``tol``, ``max_matvecs``, ``trace_matvecs``, ``alpha``, ``n_boot``, ``seed``,
-            ``name``, ``data``, ``progress``.
+            HessianHook`: ``options`` (an :class:`~hessian_powerlaw.options.AnalysisOptions`)
+            or its fields (``k``, ``dtype``, ``tol``, ``max_matvecs``, ``trace_matvecs``,
+            ``alpha``, ``n_boot``, ``seed``, ...), ``params`` (the model's own names),
+            ``device``, ``name``, ``data``, ``progress``.
     """
 
     def _configure(
@@ -66,7 +70,7 @@ class CallbackCore:
         held_out_samples: int,
         batch: Any,
         held_out: Any,
-        loss: Any,
+        loss: Loss | None,
         at_start: bool,
         tensorboard: str | os.PathLike[str] | None,
         options: Mapping[str, Any],
@@ -111,8 +115,11 @@ class CallbackCore:
         return self.hook
 
     def _due(self, step: int) -> bool:
-        """Whether ``step`` is one to measure and not measured yet (gradient accumulation
-        calls the batch-end events several times per optimizer step)."""
+        """Whether ``step`` is to be measured now.
+
+        Whether ``step`` is one to measure and not measured yet (gradient accumulation
+        calls the batch-end events several times per optimizer step).
+        """
         return self.hook is not None and step % self.every == 0 and step != self.last_step
 
     def _measure(self, step: int, epoch: float | None) -> dict[str, Any]:

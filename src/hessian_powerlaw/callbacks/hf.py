@@ -35,6 +35,7 @@ from torch import nn
 
 from hessian_powerlaw.callbacks._core import CallbackCore, loader_batch
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.protocols import Loss
 
 HF_EXTRA_HINT = "pip install 'hessian-powerlaw[hf]'"
 
@@ -57,9 +58,12 @@ def _takes_use_cache(model: nn.Module) -> bool:
 
 
 def model_loss(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-    """The loss a Hugging Face model computes itself for a batch with ``labels`` (what the
+    """The loss a Hugging Face model computes itself for a batch with ``labels``.
+
+    The loss a Hugging Face model computes itself for a batch with ``labels`` (what the
     Trainer minimises). No key-value cache is built: it is not needed and vmap cannot batch
-    its bookkeeping."""
+    its bookkeeping.
+    """
     if not isinstance(batch, Mapping):
         raise UserInputError(
             f"a Hugging Face model takes dict batches; got {type(batch).__name__} (pass loss= "
@@ -124,7 +128,7 @@ class HessianTrainerCallback(CallbackCore, TrainerCallback):
         held_out_samples: int = 32,
         batch: Any = None,
         held_out: Any = None,
-        loss: Any = None,
+        loss: Loss | None = None,
         at_start: bool = False,
         tensorboard: str | os.PathLike[str] | None = None,
         **options: Any,
@@ -142,6 +146,7 @@ class HessianTrainerCallback(CallbackCore, TrainerCallback):
     # ------------------------------------------------------------------ Trainer events
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Take the Hessian batch and held-out data; measure step 0 with ``at_start``."""
         model = kwargs.get("model")
         model = self.trainer.model if model is None else model
         batch = self.batch
@@ -159,10 +164,12 @@ class HessianTrainerCallback(CallbackCore, TrainerCallback):
             self._log(self._measured(0, state))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Measure at every ``every``-th optimizer step."""
         if self._due(state.global_step):
             self._log(self._measured(state.global_step, state))
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Mark the records complete."""
         self._close()
 
     # ------------------------------------------------------------------ measuring, logging
@@ -173,8 +180,11 @@ class HessianTrainerCallback(CallbackCore, TrainerCallback):
             return self._measure(step, state.epoch)
 
     def _log(self, record: dict[str, Any]) -> None:
-        """Scalars through ``trainer.log`` (every ``report_to`` integration); the rank plot to
-        the TensorBoard writers of the trainer's callbacks."""
+        """Log a record through the trainer.
+
+        Scalars through ``trainer.log`` (every ``report_to`` integration); the rank plot to
+        the TensorBoard writers of the trainer's callbacks.
+        """
         from hessian_powerlaw.report.tensorboard import (
             RANK_PLOT_TAG,
             rank_plot_image,

@@ -27,6 +27,7 @@ from typing import Any
 
 from hessian_powerlaw.callbacks._core import CallbackCore, loader_batch
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.protocols import Loss
 
 LIGHTNING_EXTRA_HINT = "pip install 'hessian-powerlaw[lightning]'"
 
@@ -70,7 +71,7 @@ class HessianLightningCallback(CallbackCore, pl.Callback):
         self,
         *,
         every: int,
-        loss: Any,
+        loss: Loss | None,
         out: str | os.PathLike[str] | None = None,
         samples: int = 256,
         held_out_samples: int = 256,
@@ -92,6 +93,7 @@ class HessianLightningCallback(CallbackCore, pl.Callback):
     # ------------------------------------------------------------------ Lightning events
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Take the Hessian batch and held-out data; measure step 0 with ``at_start``."""
         batch = self.batch
         if batch is None:
             loader = _one_loader(trainer.train_dataloader, "Hessian batch")
@@ -108,18 +110,23 @@ class HessianLightningCallback(CallbackCore, pl.Callback):
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        """Measure at every ``every``-th optimizer step."""
         step = int(trainer.global_step)
         if self._due(step):
             self._log(trainer, self._measure(step, float(trainer.current_epoch)))
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        """Mark the records complete."""
         self._close()
 
     # ------------------------------------------------------------------ logging
 
     def _log(self, trainer: Any, record: dict[str, Any]) -> None:
-        """Scalars to every logger; the rank plot to the loggers whose experiment has
-        ``add_image`` (TensorBoard)."""
+        """Log a record through the trainer's loggers.
+
+        Scalars to every logger; the rank plot to the loggers whose experiment has
+        ``add_image`` (TensorBoard).
+        """
         from hessian_powerlaw.report.tensorboard import (
             RANK_PLOT_TAG,
             rank_plot_image,

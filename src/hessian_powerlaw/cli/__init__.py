@@ -33,6 +33,7 @@ PROG = "hessian-powerlaw"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``hessian-powerlaw`` parser with every sub-command."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -52,12 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user's mistake)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_counts(args)
         if {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} <= os.environ.keys():
-            from hessian_powerlaw.distributed import run_cli  # under torchrun: one rank
+            from hessian_powerlaw.cli._torchrun import run_cli  # under torchrun: one rank
 
             return run_cli(args, PROG)
         return int(args.run(args) or 0)
@@ -70,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def interrupted_note(args: argparse.Namespace) -> str:
-    """``"; rerunning ... resumes ..."`` for a sub-command that resumes where it stopped (it
-    sets ``resume_hint(args) -> str`` as a parser default), else ``""``."""
+    """The note on resuming that an interrupted sub-command prints.
+
+    ``"; rerunning ... resumes ..."`` for a sub-command that resumes where it stopped (it
+    sets ``resume_hint(args) -> str`` as a parser default), else ``""``.
+    """
     hint = getattr(args, "resume_hint", None)
     text = hint(args) if callable(hint) else None
     return f"; {text}" if text else ""

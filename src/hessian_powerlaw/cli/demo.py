@@ -19,6 +19,7 @@ EXAMPLES = """\
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``demo``."""
     parser = add_command(
         subparsers,
         "demo",
@@ -42,7 +43,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hessian_powerlaw.cli.spectrum import check_output_folder
+    """Run ``demo``; returns the exit status."""
+    from hessian_powerlaw.cli._common import check_output_folder
     from hessian_powerlaw.demo import run_demo
     from hessian_powerlaw.report.tables import DEMO_COLUMNS, demo_summary, text_table
 

@@ -20,6 +20,7 @@ or JSON ({"eigenvalues": [...]} or the tool's spectrum.json)."""
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``fit``."""
     p = add_command(subparsers, "fit", HELP, EXAMPLES, run)
     p.add_argument("file", metavar="EIGENVALUES_FILE", help="eigenvalues: .npy, .txt, .csv, .json")
     p.add_argument("--k", type=int, default=None, help="use the top K eigenvalues (default: all)")
@@ -55,6 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``fit``; returns the exit status."""
     from hessian_powerlaw.io import load_eigenvalues
     from hessian_powerlaw.powerlaw import bootstrap_pvalue, compare_alternatives, fit_power_law
 

@@ -16,6 +16,7 @@ EXAMPLES = """\
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``report``."""
     parser = add_command(
         subparsers,
         "report",
@@ -33,6 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``report``; returns the exit status."""
     from hessian_powerlaw.report.html import write_report
 
     # every file left out is a warning (SkippedResultWarning), printed as one stderr line

@@ -37,6 +37,7 @@ EXAMPLES = """\
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``reproduce``."""
     parser = add_command(
         subparsers,
         "reproduce",
@@ -104,6 +105,7 @@ def _scale_name(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``reproduce``; returns the exit status."""
     from hessian_powerlaw.experiments import EXPERIMENTS, get_experiment, get_scale, run_experiment
 
     scale = get_scale(_scale_name(args), args.data_root)

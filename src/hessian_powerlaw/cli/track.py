@@ -6,12 +6,7 @@ import argparse
 from types import SimpleNamespace
 from typing import Any
 
-from hessian_powerlaw.cli._common import add_command, add_json, add_quiet, print_json
-from hessian_powerlaw.cli.spectrum import (
-    add_analysis_arguments,
-    parse_params,
-    unconverged_warning,
-)
+from hessian_powerlaw.cli import _common
 
 EXAMPLES = """\
   hessian-powerlaw train --model lenet --data digits --epochs 20 \\
@@ -23,7 +18,8 @@ EXAMPLES = """\
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = add_command(
+    """Register ``track``."""
+    parser = _common.add_command(
         subparsers,
         "track",
         "Hessian spectra along a run's checkpoints, correlated with test loss and the gap",
@@ -31,7 +27,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         run,
     )
     parser.add_argument("run_dir", metavar="RUN", help="a run folder written by `train`")
-    add_analysis_arguments(parser, default_k=100, criterion=True)
+    _common.add_analysis_arguments(parser, default_k=100, criterion=True)
     parser.add_argument(
         "--every", type=int, default=1, metavar="N",
         help="analyse every N-th checkpoint (the last one always)",
@@ -44,8 +40,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also write each checkpoint's measures and rank plot as TensorBoard event files "
         "in DIR (needs the tensorboard package)",
     )  # fmt: skip
-    add_json(parser)
-    add_quiet(parser)
+    _common.add_json(parser)
+    _common.add_quiet(parser)
     parser.set_defaults(data_parallel=True)  # under torchrun the ranks share the products
     parser.set_defaults(resume_hint=resume_hint)
     return parser
@@ -70,30 +66,22 @@ def _print_entry(entry: dict[str, Any]) -> None:
     )
     spec = entry["analysis"]["spectrum"]
     if not all(spec["converged"]):
-        print("  " + unconverged_warning(SimpleNamespace(**spec)), flush=True)
+        print("  " + _common.unconverged_warning(SimpleNamespace(**spec)), flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``track``; returns the exit status."""
     from hessian_powerlaw.measures import CorrelationRow, format_correlation_table
+    from hessian_powerlaw.options import AnalysisOptions
     from hessian_powerlaw.report.tables import TRACK_STEP_COLUMNS, text_table, track_rows
     from hessian_powerlaw.tracking import track_run
 
     result = track_run(
         args.run_dir,
-        k=args.k,
+        AnalysisOptions.from_args(args),
         every=args.every,
-        samples=args.samples,
-        batch_size=args.batch_size,
-        params=parse_params(args.params),
-        dtype=args.dtype,
+        params=_common.parse_params(args.params),
         device=args.device,
-        tol=args.tol,
-        criterion=args.criterion,
-        max_matvecs=args.max_matvecs,
-        trace_matvecs=args.trace_matvecs,
-        alpha=args.alpha,
-        n_boot=args.n_boot,
-        seed=args.seed,
         progress=not args.quiet,
         figures=not args.no_figures,
         on_entry=None if args.json else _print_entry,
@@ -101,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     )
     record = result.to_dict()
     if args.json:
-        print_json(record)
+        _common.print_json(record)
         return 0
     print()
     print(text_table(track_rows(record), TRACK_STEP_COLUMNS))

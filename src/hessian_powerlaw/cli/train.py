@@ -38,6 +38,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``train``."""
     from hessian_powerlaw.zoo import DATA_SPECS, MODEL_SPECS  # plain strings, no torch
 
     p = add_command(subparsers, "train", HELP, EXAMPLES, run)
@@ -109,6 +110,7 @@ def resume_hint(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``train``; returns the exit status."""
     from hessian_powerlaw.training import TrainConfig, train
 
     if args.checkpoint_every is not None and args.checkpoint_epochs:

@@ -21,6 +21,7 @@ from typing import Any
 
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.options import AnalysisOptions
 from hessian_powerlaw.training import TrainConfig
 
 SCALES: tuple[str, ...] = ("quick", "cpu", "paper")
@@ -54,22 +55,30 @@ class HessianSettings(ResultMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Check the settings: ``k >= 10`` (a fit needs 10), a known split, valid options."""
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 10:
             raise UserInputError(
                 f"Hessian k must be an integer >= 10 (a fit needs 10), got {self.k}"
             )
-        if self.samples is not None and self.samples < 1:
-            raise UserInputError(f"Hessian samples must be >= 1 or None, got {self.samples}")
         if self.split not in SPLITS:
             raise UserInputError(f"Hessian split must be one of {SPLITS}, got {self.split!r}")
-        if self.tol is not None and not 0 < self.tol < 1:
-            raise UserInputError(f"Hessian tol must be in (0, 1) or None, got {self.tol}")
-        if self.trace_matvecs < 0:
-            raise UserInputError(f"trace_matvecs must be >= 0, got {self.trace_matvecs}")
-        if self.dtype not in (None, "float64", "float32"):
-            raise UserInputError(
-                f"Hessian dtype must be float64, float32 or None, got {self.dtype!r}"
-            )
+        try:
+            self.options()
+        except UserInputError as exc:
+            raise UserInputError(f"Hessian settings: {exc}") from None
+
+    def options(self) -> AnalysisOptions:
+        """The analysis options these settings give; ``None`` values keep the library's.
+
+        Returns:
+            The :class:`~hessian_powerlaw.options.AnalysisOptions`.
+        """
+        values = {
+            "k": self.k, "samples": self.samples, "batch_size": self.batch_size,
+            "tol": self.tol, "max_matvecs": self.max_matvecs, "trace_matvecs": self.trace_matvecs,
+            "dtype": self.dtype, "alpha": self.alpha, "seed": self.seed,
+        }  # fmt: skip
+        return AnalysisOptions(**{k: v for k, v in values.items() if k != "dtype" or v})
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,7 @@ class Condition(ResultMixin):
 
     @property
     def run_name(self) -> str:
+        """The run folder's name (``run``, else ``label``)."""
         return self.run or self.label
 
 
@@ -217,7 +227,9 @@ class Scale(ResultMixin):
 
 
 def paper_scale(data_root: str = "data") -> Scale:
-    """The paper's settings, for GPU users (PAPER.md): MNIST / Fashion-MNIST / CIFAR-10,
+    """The paper's settings, for GPU users.
+
+    The paper's settings (Tang et al., ICML 2025): MNIST / Fashion-MNIST / CIFAR-10,
     50 epochs of SGD (momentum 0.9, lr 0.1, weight decay 5e-4, lr / 10 at 40% and 80%),
     batch 128, K = 1000 (50 for ResNet-18); GPT2-nano (6 layers, 6 heads, d = 384) trained for
     1000 steps with lr 6e-4, last-layer Hessian on 256 sequences, K = 1000.

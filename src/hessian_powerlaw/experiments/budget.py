@@ -112,6 +112,7 @@ class Estimate(ResultMixin):
 
     @property
     def minutes(self) -> tuple[float, float]:
+        """The estimate's range in minutes."""
         low, high = self.spectrum_minutes
         return self.train_minutes + low, self.train_minutes + high
 

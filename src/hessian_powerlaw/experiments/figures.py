@@ -41,8 +41,11 @@ def overlay(results: Sequence[Mapping[str, Any]], title: str, *, normalize: bool
 
 
 def legend_outside(fig: Figure) -> Figure:
-    """Move the legend of a one-panel figure to the right of the axes, so that with many
-    spectra it does not cover the data; the figure is widened to make room."""
+    """Move a one-panel figure's legend to the right of the axes.
+
+    Move the legend of a one-panel figure to the right of the axes, so that with many
+    spectra it does not cover the data; the figure is widened to make room.
+    """
     ax = fig.axes[0]
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -132,8 +135,11 @@ def scatter_plot(
 
 
 def eigengap_plot(eigenvalues: Sequence[float], gap_fit: Mapping[str, Any], title: str) -> Figure:
-    """Eigengaps ``lambda_i - lambda_{i+1}`` against ``i`` on log-log axes, with the fitted
-    index law ``i^-(index exponent)`` and the predicted slope ``-(s + 1)`` for comparison."""
+    """Eigengaps against their index, with the fitted and the predicted slopes.
+
+    Eigengaps ``lambda_i - lambda_{i+1}`` against ``i`` on log-log axes, with the fitted
+    index law ``i^-(index exponent)`` and the predicted slope ``-(s + 1)`` for comparison.
+    """
     values = np.sort(np.asarray([v for v in eigenvalues if v is not None and v > 0]))[::-1]
     gaps = values[:-1] - values[1:]
     index = np.arange(1, gaps.size + 1, dtype=float)

@@ -47,11 +47,13 @@ def _llm_causes(scale: Scale, results: list[dict[str, Any]]) -> list[str]:
 
 
 def llm_generalization_conditions(scale: Scale) -> tuple[Condition, ...]:
+    """One tracked char-GPT run."""
     hessian = scale.hessian(k=scale.llm_k, samples=scale.llm_samples, params="last")
     return (Condition(label="chargpt", config=scale.gpt_run(), hessian=hessian, track=True),)
 
 
 def llm_generalization_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
+    """The last-layer spectrum along training and its correlations."""
     (result,) = results
     rows = track_table_rows("llm-generalization", result, _RANDOM, _TRAINED)
     track = result["track"]
@@ -90,6 +92,7 @@ def llm_generalization_summary(scale: Scale, results: list[dict[str, Any]]) -> S
 
 
 def llm_layers_conditions(scale: Scale) -> tuple[Condition, ...]:
+    """One char-GPT, one spectrum per parameter group."""
     # the paper's K wherever it is affordable; the quick scale's blocks get half of its K
     k = max(10, scale.llm_k // 2) if scale.name == "quick" else scale.llm_k
     # a block's Hessian backpropagates twice through the whole model (the head's does not):
@@ -103,6 +106,7 @@ def llm_layers_conditions(scale: Scale) -> tuple[Condition, ...]:
 
 
 def llm_layers_summary(scale: Scale, results: list[dict[str, Any]]) -> Summary:
+    """Which parameter groups have power-law spectra."""
     rows = t.condition_rows("llm-layers", results)
     for row in rows:
         row["block"] = str(row["setting"]).rpartition(" / ")[2]

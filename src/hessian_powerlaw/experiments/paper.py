@@ -1,4 +1,4 @@
-"""The paper's published numbers (Tang et al., ICML 2025; see shared PAPER.md), as data.
+"""The paper's published numbers (Tang et al., ICML 2025), as data.
 
 Each experiment's markdown table puts our measurement next to these. A ``None`` means the
 paper gives no value for that cell (e.g. no s when the spectrum is not a power law).

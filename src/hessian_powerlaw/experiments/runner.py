@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hessian_powerlaw._results import ResultMixin, to_jsonable
 from hessian_powerlaw.errors import UserInputError
@@ -32,6 +32,10 @@ from hessian_powerlaw.io import (
     ensure_writable_dir,
     staged_dir,
 )
+from hessian_powerlaw.protocols import DataBundle
+
+if TYPE_CHECKING:
+    from torch import nn
 
 RESULTS_FILE = "results.json"
 TABLE_FILE = "table.md"
@@ -129,25 +133,8 @@ def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | No
     return stored.get("result")
 
 
-def _hessian_options(condition: Condition) -> dict[str, Any]:
-    """The analysis options of a condition; a ``dtype`` of ``None`` is left to the library."""
-    h = condition.hessian
-    options = {
-        "k": h.k,
-        "dtype": h.dtype,
-        "tol": h.tol,
-        "max_matvecs": h.max_matvecs,
-        "trace_matvecs": h.trace_matvecs,
-        "alpha": h.alpha,
-        "seed": h.seed,
-    }
-    if options["dtype"] is None:
-        del options["dtype"]
-    return options
-
-
 def _analyse_state(
-    condition: Condition, model: Any, data: Any, device: str | None, progress: bool
+    condition: Condition, model: nn.Module, data: DataBundle, device: str | None, progress: bool
 ) -> dict[str, dict[str, Any]]:
     """``{group label: Analysis dict}`` of one model state (one group, or one per block)."""
     from hessian_powerlaw.analysis import analyze_groups
@@ -156,14 +143,12 @@ def _analyse_state(
     batches = data.hessian_batches(h.samples, h.batch_size, h.seed, split=h.split)
     if device is not None:
         model = model.to(device)
-    analyses = analyze_groups(
-        model, data.loss, batches, h.params, device=device, progress=progress,
-        **_hessian_options(condition),
-    )  # fmt: skip
+    analyses = analyze_groups(model, data.loss, batches, h.params, h.options(), device=device,
+                              progress=progress)  # fmt: skip
     return {label: a.to_dict() for label, a in analyses.items()}
 
 
-def _num_samples(data: Any, condition: Condition) -> int:
+def _num_samples(data: DataBundle, condition: Condition) -> int:
     h = condition.hessian
     batches = data.hessian_batches(h.samples, h.batch_size, h.seed, split=h.split)
     return sum(int(b[1].shape[0]) for b in batches)
@@ -186,8 +171,7 @@ def run_condition(
     ``track.json`` dict for tracked conditions) and ``seconds``.
     """
     from hessian_powerlaw.analysis import evaluate_model
-    from hessian_powerlaw.training import load_weights, train
-    from hessian_powerlaw.zoo import build_model
+    from hessian_powerlaw.training import load_model_state, train
 
     start = time.perf_counter()
     cache = data_cache or _DataCache()
@@ -222,10 +206,8 @@ def run_condition(
             "test": {"loss": last["test_loss"], "accuracy": last["test_accuracy"]},
         }
     else:
-        model = build_model(config.model, data, seed=config.seed)
-        if condition.trained:
-            load_weights(model, run_dir / "final.pt")
-        model.eval()
+        weights = run_dir / "final.pt" if condition.trained else None
+        model = load_model_state(config.model, data, weights, config.seed)
         record["analyses"] = _analyse_state(condition, model, data, device, progress)
         record["evaluation"] = evaluate_model(model.cpu(), data)
     record["seconds"] = time.perf_counter() - start
@@ -236,10 +218,7 @@ def _track(condition: Condition, run_dir: Path, progress: bool) -> dict[str, Any
     from hessian_powerlaw.tracking import track_run
 
     h = condition.hessian
-    result = track_run(
-        run_dir, samples=h.samples, batch_size=h.batch_size, params=h.params, progress=progress,
-        figures=False, **_hessian_options(condition),
-    )  # fmt: skip
+    result = track_run(run_dir, h.options(), params=h.params, progress=progress, figures=False)
     return result.to_dict()
 
 

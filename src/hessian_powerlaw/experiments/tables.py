@@ -171,8 +171,11 @@ def verdict_line(record: Mapping[str, Any]) -> str:
 
 
 def results_section(record: Mapping[str, Any], heading: str = "###") -> str:
-    """The settings that ran and where they depart from the paper's, our table (next to the
-    paper's numbers), correlations, the paper's rows, the verdict."""
+    """The body of an experiment's report, in Markdown.
+
+    The settings that ran and where they depart from the paper's, our table (next to the
+    paper's numbers), correlations, the paper's rows, the verdict.
+    """
     parts = []
     if record.get("settings"):
         parts += [f"{heading} Settings", "", *(f"- {line}" for line in record["settings"]), ""]
@@ -248,8 +251,11 @@ def data_name(spec: str) -> str:
 
 
 def train_size(config: Mapping[str, Any]) -> int | None:
-    """Training examples of a run's image data after ``:N`` and ``subset`` (a config dict);
-    ``None`` for data whose size is not known here (text)."""
+    """The training examples of a run's image data.
+
+    Training examples of a run's image data after ``:N`` and ``subset`` (a config dict);
+    ``None`` for data whose size is not known here (text).
+    """
     spec = str(config.get("data", ""))
     name, _, rest = spec.partition(":")
     if name not in DATA_SIZES:
@@ -314,8 +320,15 @@ def setting_differences(
         unit = "epoch" if epochs == 1 else "epochs"
         out.append(f"{epochs} {unit} instead of {PAPER_EPOCHS} ({join_words(models)})")
     if sizes:
-        small = sorted({n for c in trained if (n := train_size(c)) is not None
-                        and n < PAPER_TRAIN_SIZE and data_name(c.get("data", "")) != "digits"})
+        small = sorted(
+            {
+                n
+                for c in trained
+                if (n := train_size(c)) is not None
+                and n < PAPER_TRAIN_SIZE
+                and data_name(c.get("data", "")) != "digits"
+            }
+        )
         if small:  # fmt: skip
             counts = join_words([f"{n:,}" for n in small])
             out.append(f"{counts} training images instead of {PAPER_TRAIN_SIZE:,}")
@@ -332,8 +345,11 @@ AGREEMENT_HEADLINES = {
 
 
 def agreement(agreements: Sequence[str], disagreements: Sequence[str]) -> str:
-    """The verdict's headline from its computed comparisons: "agrees" (all comparisons
-    agree), "partly agrees", "disagrees" (none agrees) or "not compared" (none made)."""
+    """The verdict's headline.
+
+    The verdict's headline from its computed comparisons: "agrees" (all comparisons
+    agree), "partly agrees", "disagrees" (none agrees) or "not compared" (none made).
+    """
     if agreements and disagreements:
         return "partly agrees"
     if agreements:
@@ -422,6 +438,7 @@ def unconverged(results: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def join_words(items: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
     items = [i for i in items if i]
     if len(items) <= 1:
         return "".join(items)
@@ -463,9 +480,11 @@ def compute_seconds(record: Mapping[str, Any]) -> float:
 
 
 def mean(values: Iterable[Any]) -> float | None:
+    """The mean of the values that are not None, or None."""
     numbers = [float(v) for v in values if v is not None]
     return sum(numbers) / len(numbers) if numbers else None
 
 
 def fmt(value: Any, digits: int = 3) -> str:
+    """A number to ``digits`` significant digits, ``-`` for None."""
     return format_value(value, digits)

@@ -27,13 +27,18 @@ from hessian_powerlaw.io import atomic_write_text
 from hessian_powerlaw.report import plots
 from hessian_powerlaw.report.outputs import demo_plot, spectrum_analyses
 from hessian_powerlaw.report.tables import (
+    CALIBRATED_COLUMNS,
+    CONVERGENCE_COLUMNS,
     CORRELATION_COLUMNS,
+    SCALE_COLUMNS,
+    VERDICT_COLUMNS,
     correlation_rows,
     demo_summary,
     format_value,
     html_table,
     summary_row,
     track_rows,
+    with_uncertainty,
 )
 
 RESULT_FILES: dict[str, str] = {
@@ -64,23 +69,15 @@ figcaption { font-size: 0.88em; color: #555; max-width: 620px; }
 .note { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.4em 0.8em; }
 """
 
+# the report's tables: the verdict columns of report.tables, with the fit's uncertainty
 SPECTRUM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("name", "parameters"),
     ("num_params", "n"),
     ("k", "k"),
-    ("converged", "converged"),
-    ("max_residual", "max residual"),
-    ("k_fit", "k fitted"),
-    ("s", "s"),
-    ("sigma_s", "sigma_s"),
-    ("d_ks", "d_ks"),
-    ("d_c", "d_c"),
-    ("power_law", "power law?"),
-    ("p_value", "p (bootstrap)"),
-    ("lr_exponential", "LR vs exp"),
-    ("lr_exponential_p", "p (LR)"),
-    ("lambda_max", "lambda_max"),
-    ("trace", "trace"),
+    *CONVERGENCE_COLUMNS,
+    *with_uncertainty(VERDICT_COLUMNS),
+    *CALIBRATED_COLUMNS,
+    *SCALE_COLUMNS,
     ("seconds", "seconds"),
 )
 
@@ -91,15 +88,10 @@ TRACK_COLUMNS: tuple[tuple[str, str], ...] = (
     ("test_loss", "test loss"),
     ("test_accuracy", "test acc."),
     ("gap", "gap"),
-    ("k_fit", "k fitted"),
-    ("s", "s"),
-    ("d_ks", "d_ks"),
-    ("d_c", "d_c"),
-    ("power_law", "power law?"),
-    ("p_value", "p (bootstrap)"),
-    ("lambda_max", "lambda_max"),
-    ("trace", "trace"),
-    ("converged", "converged"),
+    *with_uncertainty(VERDICT_COLUMNS),
+    *CALIBRATED_COLUMNS[:1],
+    *SCALE_COLUMNS,
+    CONVERGENCE_COLUMNS[0],
 )
 
 DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -107,18 +99,10 @@ DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
     ("state", "state"),
     ("test_accuracy", "test acc."),
     ("k", "k"),
-    ("converged", "converged"),
-    ("max_residual", "max residual"),
-    ("s", "s"),
-    ("sigma_s", "sigma_s"),
-    ("d_ks", "d_ks"),
-    ("d_c", "d_c"),
-    ("power_law", "power law?"),
-    ("p_value", "p (bootstrap)"),
-    ("lr_exponential", "LR vs exp"),
-    ("lr_exponential_p", "p (LR)"),
-    ("lambda_max", "lambda_max"),
-    ("trace", "trace"),
+    *CONVERGENCE_COLUMNS,
+    *with_uncertainty(VERDICT_COLUMNS, k_fit=False),
+    *CALIBRATED_COLUMNS,
+    *SCALE_COLUMNS,
 )
 
 
@@ -166,8 +150,11 @@ def _eigenvalues_error(analysis: Any) -> str | None:
 
 
 def _content_error(kind: str, data: Mapping[str, Any]) -> str | None:
-    """None when ``data`` has what its section needs, else what is missing (a file cut short,
-    edited, or written by another tool under the same name)."""
+    """What a result file lacks for its section, or None.
+
+    None when ``data`` has what its section needs, else what is missing (a file cut short,
+    edited, or written by another tool under the same name).
+    """
     if kind == "track":
         entries = data.get("entries")
         if not isinstance(entries, list) or not entries:
@@ -268,6 +255,7 @@ def _fit_note(analysis: Mapping[str, Any]) -> str:
 
 
 def render_spectrum(result: ResultFile, root: Path) -> str:
+    """The report section of a ``spectrum.json``."""
     data = result.data or {}
     title = f"Spectrum: {data.get('model')} on {data.get('data')}"
     parts = [f"<h2>{html.escape(title)}</h2>"]
@@ -313,6 +301,7 @@ def render_spectrum(result: ResultFile, root: Path) -> str:
 
 
 def render_track(result: ResultFile, root: Path) -> str:
+    """The report section of a ``track.json``."""
     data = result.data or {}
     # track.json keeps its options under "settings"
     config = data.get("settings") or data.get("config") or {}
@@ -390,6 +379,7 @@ def render_track(result: ResultFile, root: Path) -> str:
 
 
 def render_demo(result: ResultFile, root: Path) -> str:
+    """The report section of a ``demo.json``."""
     data = result.data or {}
     parts = ["<h2>Demo: random initialisation vs trained network</h2>"]
     training = data.get("training") or {}
@@ -490,11 +480,21 @@ def _page(root: Path, sections: list[str], num_files: int, title: str | None) ->
 
 
 def write_report(directory: str | os.PathLike[str], *, title: str | None = None) -> Path:
-    """Build ``DIR/report.html`` from every result file under ``DIR``; return its path.
+    """Build ``DIR/report.html`` from every result file under ``DIR``.
 
-    Raises UserInputError when ``DIR`` is not a folder or holds no valid result file. A file
-    that cannot be read or rendered (not JSON, cut short, missing the fields of its kind) gets
-    a note in the page and a :class:`SkippedResultWarning` naming it and why.
+    A file that cannot be read or rendered (not JSON, cut short, missing the fields of its
+    kind) gets a note in the page and a :class:`SkippedResultWarning` naming it and why.
+
+    Args:
+        directory: the folder ``DIR`` searched for ``demo.json``, ``spectrum.json`` and
+            ``track.json``.
+        title: the page's title.
+
+    Returns:
+        The path of ``report.html``.
+
+    Raises:
+        UserInputError: ``DIR`` is not a folder or holds no valid result file.
     """
     root = Path(directory)
     if not root.is_dir():

@@ -106,8 +106,11 @@ def demo_plot(demo: Mapping[str, Any]) -> Any:
 
 
 def write_demo_figures(demo: Mapping[str, Any], folder: Path) -> list[Path]:
-    """The demo's figure (``demo.png``: the paper's test and both rank plots) and each
-    state's rank plot."""
+    """Write the demo's figures.
+
+    The demo's figure (``demo.png``: the paper's test and both rank plots) and each
+    state's rank plot.
+    """
     states: Mapping[str, Any] = demo.get("states") or {}
     written = [plots.save_png(demo_plot(demo), folder / "demo.png")]
     for name, state in states.items():

@@ -7,8 +7,8 @@ without ``pyplot``: no global state, no GUI backend, safe in tests and threads. 
 
 The fitted rank line
 --------------------
-The fit (PAPER.md) models the top ``K`` eigenvalues as samples of the density
-``p(x) ~ x^-beta`` above ``lambda_cut``. Its survival function is ``P(X > x) =
+The fit (the paper's, Tang et al., ICML 2025) models the top ``K`` eigenvalues as samples of
+the density ``p(x) ~ x^-beta`` above ``lambda_cut``. Its survival function is ``P(X > x) =
 (x / lambda_cut)^(1 - beta)``, so among ``K`` samples the expected rank of the value ``x`` is
 ``r(x) = K (x / lambda_cut)^(1 - beta)``. Inverting gives the rank law the fit predicts,
 
@@ -101,6 +101,7 @@ class FitView:
         return f"$d_{{ks}}$ = {self.d_ks:.3g} $\\geq$ $d_c$ = {self.d_c:.3g}: not power law"
 
     def exponent(self) -> str:
+        """The rank exponent ``s`` as text for a legend."""
         if math.isfinite(self.sigma_s):
             return f"$s$ = {self.s:.3f} $\\pm$ {self.sigma_s:.3f}"
         return f"$s$ = {self.s:.3f}"
@@ -136,8 +137,11 @@ def _label(ax: Any, xlabel: str, ylabel: str, title: str | None = None) -> None:
 
 
 def _readable_log_ticks(ax: Any, axis: str = "y") -> None:
-    """Plain numbers (``0.5``, ``2``) instead of ``5 x 10^-1`` on a log axis spanning less
-    than about two decades, where matplotlib labels the minor ticks in scientific form."""
+    """Plain tick labels on a log axis that spans less than two decades.
+
+    Plain numbers (``0.5``, ``2``) instead of ``5 x 10^-1`` on a log axis spanning less
+    than about two decades, where matplotlib labels the minor ticks in scientific form.
+    """
     low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
     if low <= 0 or high / low > 100:
         return
@@ -268,34 +272,51 @@ def demo_figure(
     test_ax.bar(x, heights, color=colors, alpha=0.8, width=0.55)
     for xi, height in zip(x, heights):
         if math.isfinite(height):
-            test_ax.annotate(f"{height:.3f}", (xi, height), ha="center", va="bottom",
-                             fontsize=_RC["legend"], xytext=(0, 2), textcoords="offset points")
+            test_ax.annotate(
+                f"{height:.3f}",
+                (xi, height),
+                ha="center",
+                va="bottom",
+                fontsize=_RC["legend"],
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     fitted = [v for v in views if v is not None]
     if fitted:
         k = fitted[0].k
         d_c = fitted[0].d_c
-        test_ax.axhline(d_c, color="black", ls="--", lw=1.5,
-                        label=f"$d_c$ = {d_c:.3f} at K = {k}")
+        test_ax.axhline(d_c, color="black", ls="--", lw=1.5, label=f"$d_c$ = {d_c:.3f} at K = {k}")
         if k != paper_k:
             paper_d_c = critical_value(paper_k)
-            test_ax.axhline(paper_d_c, color="grey", ls=":", lw=1.5,
-                            label=f"$d_c$ = {paper_d_c:.3f} at the paper's K = {paper_k}")
+            test_ax.axhline(
+                paper_d_c,
+                color="grey",
+                ls=":",
+                lw=1.5,
+                label=f"$d_c$ = {paper_d_c:.3f} at the paper's K = {paper_k}",
+            )
     if paper_d_ks:
         paper = [paper_d_ks.get(name) for name in names]
         if any(p is not None for p in paper):
-            test_ax.plot(x, [np.nan if p is None else p for p in paper], "D", color="black",
-                         ms=7, label=f"paper's $d_{{ks}}$ (K = {paper_k})")
+            test_ax.plot(
+                x,
+                [np.nan if p is None else p for p in paper],
+                "D",
+                color="black",
+                ms=7,
+                label=f"paper's $d_{{ks}}$ (K = {paper_k})",
+            )
     labels = []
     for name, view in zip(names, views):
-        verdict = "no fit" if view is None else (
-            "power law" if view.is_power_law else "not power law")
+        verdict = (
+            "no fit" if view is None else ("power law" if view.is_power_law else "not power law")
+        )
         labels.append(f"{name}\n(KS test: {verdict})")
     test_ax.set_xticks(x, labels, fontsize=_RC["tick"])
     test_ax.set_xlim(-0.6, len(names) - 0.4)
     top = np.nanmax([*heights, *(v.d_c for v in fitted), 0.0]) if names else 1.0
     test_ax.set_ylim(0, 1.25 * top if top > 0 else 1.0)
-    _label(test_ax, "", "KS distance $d_{ks}$",
-           "The paper's test: $d_{ks} < d_c$ means power law")
+    _label(test_ax, "", "KS distance $d_{ks}$", "The paper's test: $d_{ks} < d_c$ means power law")
     test_ax.legend(fontsize=_RC["legend"] - 1, loc="upper right")
     for color, name, (eigenvalues, _), view in zip(colors, names, series.values(), views):
         values = _positive_descending(eigenvalues)
@@ -305,8 +326,12 @@ def demo_figure(
             if view is not None:
                 view = FitView(**{**view.__dict__, "lambda_cut": view.lambda_cut / scale})
         _draw_rank(rank_ax, values, view, color, name, compact=True)
-    _label(rank_ax, "rank $k$", r"$\lambda_k / \lambda_1$",
-           "Top Hessian eigenvalues and fitted power laws")
+    _label(
+        rank_ax,
+        "rank $k$",
+        r"$\lambda_k / \lambda_1$",
+        "Top Hessian eigenvalues and fitted power laws",
+    )
     _readable_log_ticks(rank_ax)
     rank_ax.legend(fontsize=_RC["legend"] - 1, loc="lower left")
     if title:
@@ -465,6 +490,44 @@ def measures_vs_generalization(
     fig.suptitle(
         title or f"Hessian measures vs {MEASURE_LABELS.get(target, target)}", fontsize=_RC["title"]
     )
+    return fig
+
+
+def subspace_figure(result: Any) -> Figure:
+    """Two panels: sin(angle) per index with both bounds; top-m overlap with its lower bound.
+
+    Takes the result or its ``to_dict()``; built without pyplot (no global state).
+    """
+    get = result.get if isinstance(result, dict) else lambda name: getattr(result, name)
+    sines = np.asarray(get("sin_angles"), dtype=np.float64)
+    dk = np.asarray([_float_or_nan(v) for v in get("davis_kahan_bound")], dtype=np.float64)
+    pl = np.asarray([_float_or_nan(v) for v in get("power_law_bound")], dtype=np.float64)
+    overlap = np.asarray(get("overlap"), dtype=np.float64)
+    lower = np.asarray(get("overlap_lower_bound"), dtype=np.float64)
+    index = np.arange(1, sines.size + 1)
+
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    floor = max(float(np.min(sines[sines > 0])) / 2 if np.any(sines > 0) else 1e-6, 1e-12)
+    ax1.semilogy(index, np.maximum(sines, floor), "o-", ms=3, label=r"measured $\sin\theta_i$")
+    ax1.semilogy(index, dk, "--", label="Davis-Kahan bound (measured gaps)")
+    if np.any(np.isfinite(pl)):
+        ax1.semilogy(index, pl, ":", label=r"paper: $2\|E\|(i+1)^{s+1}/\lambda_1$")
+    ax1.axhline(1.0, color="0.6", lw=0.8)
+    top = max(10.0, float(np.nanmax(np.where(np.isfinite(dk), dk, np.nan), initial=1.0)))
+    ax1.set_ylim(floor / 2, min(top * 2, 1e6))
+    ax1.set_xlabel("eigenvector index i")
+    ax1.set_ylabel(r"$\sin\theta(a_i, b_i)$")
+    ax1.set_title("eigenvector angles between the two Hessians")
+    ax1.legend(fontsize=8)
+    m = np.arange(1, overlap.size + 1)
+    ax2.plot(m, overlap, "o-", ms=3, label=r"overlap $\|U_m^T V_m\|_F^2/m$")
+    ax2.plot(m, lower, "--", label="Davis-Kahan lower bound")
+    ax2.set_ylim(-0.02, 1.02)
+    ax2.set_xlabel("subspace dimension m")
+    ax2.set_ylabel("overlap of the top-m subspaces")
+    ax2.set_title("top-m subspace overlap")
+    ax2.legend(fontsize=8)
     return fig
 
 

@@ -20,6 +20,38 @@ VERDICT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("power_law", "power law?"),
 )
 SCALE_COLUMNS: tuple[tuple[str, str], ...] = (("lambda_max", "lambda_max"), ("trace", "trace"))
+# the calibrated tests beyond the paper's KS test: bootstrap p-value, likelihood ratio vs exp
+CALIBRATED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("p_value", "p (bootstrap)"),
+    ("lr_exponential", "LR vs exp"),
+    ("lr_exponential_p", "p (LR)"),
+)
+# how well the eigensolve converged: an eigenvalue is only as good as its residual
+CONVERGENCE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("converged", "converged"),
+    ("max_residual", "max residual"),
+)
+
+
+def with_uncertainty(
+    columns: Sequence[tuple[str, str]], k_fit: bool = True
+) -> tuple[tuple[str, str], ...]:
+    """``columns`` with ``sigma_s`` after ``s`` (the report's tables).
+
+    Args:
+        columns: ``(key, header)`` pairs, e.g. :data:`VERDICT_COLUMNS`.
+        k_fit: put the number of eigenvalues the fit used first.
+
+    Returns:
+        The wider columns.
+    """
+    wider: list[tuple[str, str]] = [("k_fit", "k fitted")] if k_fit else []
+    for key, title in columns:
+        wider.append((key, title))
+        if key == "s":
+            wider.append(("sigma_s", "sigma_s"))
+    return tuple(wider)
+
 
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("model", "model"),
@@ -41,9 +73,7 @@ DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
     ("paper_d_ks", "paper d_ks"),
     ("paper_power_law", "paper power law?"),
     ("paper_s", "paper s"),
-    ("p_value", "p (bootstrap)"),
-    ("lr_exponential", "LR vs exp"),
-    ("lr_exponential_p", "p (LR)"),
+    *CALIBRATED_COLUMNS,
     ("test_accuracy", "test acc"),
     *SCALE_COLUMNS,
 )

@@ -54,8 +54,11 @@ def record_scalars(record: Mapping[str, Any], prefix: str = TAG_PREFIX) -> dict[
 
 
 def rank_plot_image(record: Mapping[str, Any], title: str | None = None) -> np.ndarray | None:
-    """The record's rank plot with its fit as an ``(H, W, 3)`` uint8 image; None without
-    eigenvalues."""
+    """The record's rank plot with its fit, as an image.
+
+    The record's rank plot with its fit as an ``(H, W, 3)`` uint8 image; None without
+    eigenvalues.
+    """
     from hessian_powerlaw.report import plots
 
     analysis = record.get("analysis") or {}
@@ -106,6 +109,7 @@ class TensorBoardWriter:
         self._writer.flush()
 
     def close(self) -> None:
+        """Flush and close the event files."""
         self._writer.close()
 
     def __enter__(self) -> TensorBoardWriter:

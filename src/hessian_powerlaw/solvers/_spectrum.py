@@ -20,7 +20,7 @@ class Spectrum(ResultMixin):
         eigenvectors: ``(n, k)`` numpy array whose column ``i`` belongs to ``eigenvalues[i]``,
             or None when not requested (never included in ``to_dict()``).
         residuals: ``||H v_i - lambda_i v_i|| / scale`` per pair (the relative residual of
-            DESIGN.md, ``||H v - lambda v|| / |lambda_1|``).
+            the design's, ``||H v - lambda v|| / |lambda_1|``).
         converged: bool mask, whether each pair meets ``criterion`` at ``tol``; unconverged
             pairs are never hidden.
         num_matvecs: operator columns applied by the solver.

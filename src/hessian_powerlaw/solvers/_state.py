@@ -102,8 +102,11 @@ def describe_mismatch(saved: Mapping[str, Any], current: Mapping[str, Any]) -> s
 
 
 def write_state(path: Path, small: dict[str, Any], rows: list[Tensor]) -> None:
-    """Atomically write ``small`` (torch.save) and the raw bytes of each contiguous 2-D
-    tensor in ``rows``."""
+    """Write a state file atomically.
+
+    Atomically write ``small`` (torch.save) and the raw bytes of each contiguous 2-D
+    tensor in ``rows``.
+    """
     buffer = io.BytesIO()
     torch.save({"format": _FORMAT, **small}, buffer)
     header = buffer.getvalue()
@@ -125,8 +128,11 @@ def write_state(path: Path, small: dict[str, Any], rows: list[Tensor]) -> None:
 
 
 def remove_stale_temporaries(path: Path) -> None:
-    """Remove temporary files that a save killed mid-write left next to ``path`` (a lost
-    machine gets no chance to clean up; each holds a whole basis)."""
+    """Remove the temporary files of saves killed mid-write.
+
+    Remove temporary files that a save killed mid-write left next to ``path`` (a lost
+    machine gets no chance to clean up; each holds a whole basis).
+    """
     if not path.parent.is_dir():
         return
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):

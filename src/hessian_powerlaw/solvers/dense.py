@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import numpy as np
 import torch
 
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
+from hessian_powerlaw.protocols import OperatorLike
 from hessian_powerlaw.solvers._spectrum import Spectrum
+from hessian_powerlaw.solvers._usage import OperatorUsage
 
 __all__ = ["DENSE_MAX_N", "dense_eigenpairs", "dense_matrix"]
 
@@ -19,7 +18,7 @@ __all__ = ["DENSE_MAX_N", "dense_eigenpairs", "dense_matrix"]
 DENSE_MAX_N = 20_000
 
 
-def dense_matrix(op: Any, block_size: int = 64, max_n: int = DENSE_MAX_N) -> torch.Tensor:
+def dense_matrix(op: OperatorLike, block_size: int = 64, max_n: int = DENSE_MAX_N) -> torch.Tensor:
     """The explicit matrix ``H = op @ I`` in float64, built ``block_size`` columns at a time.
 
     The result is symmetrized, ``(H + H^T) / 2``, which removes the rounding asymmetry of
@@ -44,35 +43,42 @@ def dense_matrix(op: Any, block_size: int = 64, max_n: int = DENSE_MAX_N) -> tor
 
 
 def dense_eigenpairs(
-    op: Any, return_vectors: bool = False, block_size: int = 64, max_n: int = DENSE_MAX_N
+    op: OperatorLike, return_vectors: bool = False, block_size: int = 64, max_n: int = DENSE_MAX_N
 ) -> Spectrum:
     """All eigenpairs of ``op`` exactly (ground truth for small models).
 
     Builds ``H`` with ``n / block_size`` calls of ``op.matmat`` and runs ``torch.linalg.eigh``
-    in float64. Refuses ``n > max_n`` (default 20,000) with a clear message.
-    Residuals ``||H v - lambda v|| / |lambda_1|`` are computed against the built matrix.
+    in float64. Residuals ``||H v - lambda v|| / |lambda_1|`` are computed against the built
+    matrix.
+
+    Args:
+        op: an operator (or anything :func:`~hessian_powerlaw.operators.as_operator` takes).
+        return_vectors: also return the eigenvectors.
+        block_size: columns per ``matmat`` call.
+        max_n: the largest ``n`` accepted.
+
+    Returns:
+        The :class:`Spectrum` of all ``n`` eigenpairs, descending, all converged.
+
+    Raises:
+        UserInputError: ``n > max_n`` (default 20,000), or not an operator.
     """
     op = as_operator(op)
-    start = time.perf_counter()
-    matvecs_before = int(getattr(op, "num_matvecs", 0))
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     H = dense_matrix(op, block_size=block_size, max_n=max_n)
     evals, evecs = torch.linalg.eigh(H)
     evals, evecs = evals.flip(0), evecs.flip(1)  # descending
     scale = float(evals.abs().max()) if evals.numel() else 1.0
     residuals = torch.linalg.vector_norm(H @ evecs - evecs * evals, dim=0) / max(scale, 1e-300)
     residuals_np = residuals.numpy()
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     return Spectrum(
         eigenvalues=evals.numpy(),
         eigenvectors=evecs.numpy() if return_vectors else None,
         residuals=residuals_np,
         converged=np.ones(evals.shape[0], dtype=bool),
-        num_matvecs=int(getattr(op, "num_matvecs", 0)) - matvecs_before,
-        num_data_passes=passes,
-        seconds=time.perf_counter() - start,
+        num_matvecs=usage.matvecs,
+        num_data_passes=usage.data_passes,
+        seconds=usage.seconds,
         # eigh is exact up to rounding: report the largest residual it reached as the tolerance
         tol=float(residuals_np.max()) if residuals_np.size else 0.0,
         which="all",

@@ -14,9 +14,7 @@ estimates the spectral density ``(1/n) sum_i delta(t - lambda_i)``: the weights 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +23,8 @@ from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
+from hessian_powerlaw.protocols import Operator, OperatorLike
+from hessian_powerlaw.solvers._usage import OperatorUsage
 from hessian_powerlaw.solvers.trace import rademacher
 
 __all__ = ["SpectralDensity", "broadened_density", "spectral_density"]
@@ -70,13 +70,25 @@ class SpectralDensity(ResultMixin):
 
 
 def spectral_density(
-    op: Any, num_probes: int = 10, lanczos_steps: int = 80, seed: int = 0
+    op: OperatorLike, num_probes: int = 10, lanczos_steps: int = 80, seed: int = 0
 ) -> SpectralDensity:
-    """SLQ nodes and weights of ``op``'s spectrum.
+    """SLQ nodes and weights of ``op``'s spectrum (stochastic Lanczos quadrature).
 
     Costs ``num_probes * lanczos_steps`` operator columns, applied as ``lanczos_steps``
     ``matmat`` calls of ``num_probes`` columns. Memory: ``n * num_probes * lanczos_steps``
     numbers for the Lanczos vectors (full reorthogonalization).
+
+    Args:
+        op: an operator (``n``, ``dtype``, ``device``, ``matmat``).
+        num_probes: random probe vectors.
+        lanczos_steps: Lanczos steps per probe (at most ``n``).
+        seed: seed of the probes.
+
+    Returns:
+        The :class:`SpectralDensity`: quadrature nodes and weights per probe.
+
+    Raises:
+        UserInputError: non-positive probe or step counts.
     """
     op = as_operator(op)
     n = int(op.n)
@@ -87,9 +99,7 @@ def spectral_density(
     steps = min(lanczos_steps, n)
     distributed.check_consistent(n=n, num_probes=num_probes, lanczos_steps=steps, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    before = int(getattr(op, "num_matvecs", 0))
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     alpha, beta, lengths, used = _block_of_lanczos_runs(op, num_probes, steps, gen)
     nodes = np.zeros((num_probes, steps))
     weights = np.zeros((num_probes, steps))
@@ -100,23 +110,20 @@ def spectral_density(
         theta, U = torch.linalg.eigh(torch.as_tensor(T))
         nodes[p, :length] = theta.numpy()
         weights[p, :length] = U[0].numpy() ** 2 / num_probes
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     return SpectralDensity(
         nodes=nodes,
         weights=weights,
         num_probes=num_probes,
         lanczos_steps=steps,
-        num_matvecs=int(getattr(op, "num_matvecs", before + used)) - before,
-        num_data_passes=passes,
-        seconds=time.perf_counter() - start,
+        num_matvecs=usage.matvecs if hasattr(op, "num_matvecs") else used,
+        num_data_passes=usage.data_passes,
+        seconds=usage.seconds,
         n=n,
     )
 
 
 def _block_of_lanczos_runs(
-    op: Any, P: int, steps: int, gen: torch.Generator
+    op: Operator, P: int, steps: int, gen: torch.Generator
 ) -> tuple[np.ndarray, np.ndarray, list[int], int]:
     """``P`` independent Lanczos runs side by side: alpha (steps, P), beta (steps, P), lengths.
 
@@ -166,7 +173,16 @@ def _block_of_lanczos_runs(
 
 
 def broadened_density(sd: SpectralDensity, grid: np.ndarray, sigma: float) -> np.ndarray:
-    """``sum_lj w_lj N(t; theta_lj, sigma^2)`` on ``grid``: integrates to 1 over the line."""
+    """The SLQ density broadened by Gaussians: ``sum_lj w_lj N(t; theta_lj, sigma^2)``.
+
+    Args:
+        sd: the nodes and weights of :func:`spectral_density`.
+        grid: where to evaluate the density.
+        sigma: the width of the Gaussians.
+
+    Returns:
+        The density on ``grid``; it integrates to 1 over the line.
+    """
     if not (isinstance(sigma, (int, float)) and sigma > 0):
         raise UserInputError(f"sigma must be a positive number, got {sigma!r}")
     t = np.asarray(grid, dtype=np.float64)

@@ -14,9 +14,7 @@ part has no variance, so the standard error is that of the remainder's Hutchinso
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +23,8 @@ from hessian_powerlaw import distributed
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
+from hessian_powerlaw.protocols import Operator, OperatorLike
+from hessian_powerlaw.solvers._usage import OperatorUsage
 
 __all__ = ["TraceEstimate", "hutchinson_trace"]
 
@@ -45,7 +45,7 @@ class TraceEstimate(ResultMixin):
 
 
 def hutchinson_trace(
-    op: Any,
+    op: OperatorLike,
     num_matvecs: int = 100,
     method: str = "hutch++",
     seed: int = 0,
@@ -60,6 +60,12 @@ def hutchinson_trace(
         method: ``"hutch++"`` (default) or ``"hutchinson"``.
         seed: seed of the random probes.
         block_size: columns per ``matmat`` call (memory vs. batching).
+
+    Returns:
+        The :class:`TraceEstimate`: the estimate, its standard error and the products used.
+
+    Raises:
+        UserInputError: an unknown method or a budget below its minimum.
     """
     op = as_operator(op)
     if method not in _METHODS:
@@ -71,41 +77,37 @@ def hutchinson_trace(
         raise UserInputError(f"block_size must be >= 1, got {block_size}")
     distributed.check_consistent(n=int(op.n), num_matvecs=num_matvecs, method=method, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     if method == "hutchinson":
         estimate, std_error, used = _hutchinson(op, num_matvecs, gen, block_size)
     else:
         estimate, std_error, used = _hutch_pp(op, num_matvecs, gen, block_size)
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     return TraceEstimate(
         estimate=estimate,
         std_error=std_error,
         num_matvecs=used,
-        num_data_passes=passes,
+        num_data_passes=usage.data_passes,
         method=method,
-        seconds=time.perf_counter() - start,
+        seconds=usage.seconds,
         n=int(op.n),
     )
 
 
-def rademacher(n: int, count: int, gen: torch.Generator, op: Any) -> Tensor:
+def rademacher(n: int, count: int, gen: torch.Generator, op: Operator) -> Tensor:
     """``count`` columns of independent +-1 entries, in the operator's dtype and device."""
     signs = torch.randint(0, 2, (n, count), generator=gen, dtype=torch.int64) * 2 - 1
     # identical on every rank by construction under torch.distributed: rank 0's draw
     return distributed.broadcast(signs.to(device=op.device, dtype=op.dtype))
 
 
-def _apply_blocked(op: Any, X: Tensor, block_size: int) -> Tensor:
+def _apply_blocked(op: Operator, X: Tensor, block_size: int) -> Tensor:
     return torch.cat(
         [op.matmat(X[:, i : i + block_size]).detach() for i in range(0, X.shape[1], block_size)],
         dim=1,
     )
 
 
-def _quadratic_forms(op: Any, Z: Tensor, block_size: int) -> Tensor:
+def _quadratic_forms(op: Operator, Z: Tensor, block_size: int) -> Tensor:
     """``z_i^T H z_i`` for the columns of Z, in float64."""
     HZ = _apply_blocked(op, Z, block_size)
     return (Z.to(torch.float64) * HZ.to(torch.float64)).sum(dim=0).cpu()
@@ -118,13 +120,13 @@ def _mean_and_error(samples: Tensor) -> tuple[float, float]:
     return mean, std / math.sqrt(m)
 
 
-def _hutchinson(op: Any, m: int, gen: torch.Generator, bs: int) -> tuple[float, float, int]:
+def _hutchinson(op: Operator, m: int, gen: torch.Generator, bs: int) -> tuple[float, float, int]:
     samples = _quadratic_forms(op, rademacher(int(op.n), m, gen, op), bs)
     mean, err = _mean_and_error(samples)
     return mean, err, m
 
 
-def _hutch_pp(op: Any, m: int, gen: torch.Generator, bs: int) -> tuple[float, float, int]:
+def _hutch_pp(op: Operator, m: int, gen: torch.Generator, bs: int) -> tuple[float, float, int]:
     n = int(op.n)
     third = min(m // 3, n)
     S = rademacher(n, third, gen, op)

@@ -10,8 +10,7 @@ torch, so that ``--help`` stays fast; everything else is imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from hessian_powerlaw._lazy import lazy_exports
 
 DATA_SPECS = (
     "digits[:N] (scikit-learn 8x8 digits, 1,437/360), "
@@ -38,14 +37,4 @@ _EXPORTS = {
 __all__ = ["DATA_SPECS", "MODEL_SPECS", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'hessian_powerlaw.zoo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports("hessian_powerlaw.zoo", _EXPORTS, globals())

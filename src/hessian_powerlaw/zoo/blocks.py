@@ -72,10 +72,13 @@ def find_blocks(model: nn.Module) -> tuple[str, list[nn.Module]]:
 
 
 def per_block_groups(model: nn.Module) -> dict[str, list[str]]:
-    """Ordered ``{"embeddings": [...], "<blocks>.0": [...], ..., "head": [...]}`` of trainable
+    """The model's trainable parameters by block.
+
+    Ordered ``{"embeddings": [...], "<blocks>.0": [...], ..., "head": [...]}`` of trainable
     parameter names, each block labelled by its name in ``model`` (``transformer.h.0``);
     together the groups partition ``model``'s trainable parameters exactly. Groups that would
-    be empty (e.g. no parameters before the blocks) are left out."""
+    be empty (e.g. no parameters before the blocks) are left out.
+    """
     container, blocks = find_blocks(model)
     block_of = {id(p): i for i, block in enumerate(blocks) for p in block.parameters()}
     before: list[str] = []

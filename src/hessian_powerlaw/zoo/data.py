@@ -192,10 +192,12 @@ class ImageData:
 
     @property
     def num_train(self) -> int:
+        """Training samples."""
         return int(self.train_x.shape[0])
 
     @property
     def num_test(self) -> int:
+        """Test samples."""
         return int(self.test_x.shape[0])
 
     def split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,6 +234,7 @@ class ImageData:
         return [(x[i : i + size], y[i : i + size]) for i in range(0, x.shape[0], size)]
 
     def steps_per_epoch(self, batch_size: int) -> int:
+        """Batches in one epoch of :meth:`train_batches`."""
         return math.ceil(self.num_train / batch_size)
 
     def train_batches(

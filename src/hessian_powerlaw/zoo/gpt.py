@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.protocols import DataBundle
 
 _SPEC = re.compile(r"^chargpt:(\d+)x(\d+)(?::(\d+))?$")
 
@@ -86,6 +86,7 @@ class CausalSelfAttention(nn.Module):
         self.register_buffer("causal", causal, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's output."""
         batch, time, width = x.shape
         head_dim = width // self.heads
         q, k, v = self.qkv(x).split(width, dim=2)
@@ -108,6 +109,7 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's output."""
         return self.drop(self.proj(F.gelu(self.fc(x))))
 
 
@@ -122,6 +124,7 @@ class Block(nn.Module):
         self.mlp = MLP(width, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's output."""
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
@@ -173,6 +176,7 @@ class CharGPT(nn.Module):
         return self.head
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """The module's output."""
         time = idx.shape[1]
         if time > self.block_size:
             raise UserInputError(
@@ -186,7 +190,7 @@ class CharGPT(nn.Module):
         return self.head(self.ln_f(x))
 
 
-def _data_dims(data: Any) -> tuple[int, int]:
+def _data_dims(data: DataBundle) -> tuple[int, int]:
     """(vocabulary size, sequence length) of a text data bundle, validated."""
     if getattr(data, "kind", None) != "text":
         raise UserInputError(
@@ -198,9 +202,11 @@ def _data_dims(data: Any) -> tuple[int, int]:
 
 
 def build_chargpt(
-    spec: str, data: Any, seed: int = 0, *, dropout: float = 0.0, tie_weights: bool = False
+    spec: str, data: DataBundle, seed: int = 0, *, dropout: float = 0.0, tie_weights: bool = False
 ) -> CharGPT:
-    """Build ``chargpt:LxD[:H]`` for a text bundle: vocabulary = ``data.num_classes``,
+    """Build ``chargpt:LxD[:H]`` for a text bundle.
+
+    Build ``chargpt:LxD[:H]`` for a text bundle: vocabulary = ``data.num_classes``,
     block size = the data's sequence length ``data.input_shape[0]``.
 
     The weights depend only on ``seed`` (the global RNG state is left untouched).

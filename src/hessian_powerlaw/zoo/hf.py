@@ -147,7 +147,9 @@ def load_tokenizer(spec_or_path: str | Path) -> Any:
 
 
 class HFCausalLM(nn.Module):
-    """A Hugging Face causal LM seen as ``forward(idx[B, T]) -> logits[B, T, V]``, under the
+    """A Hugging Face causal LM as ``forward(idx[B, T]) -> logits[B, T, V]``.
+
+    A Hugging Face causal LM seen as ``forward(idx[B, T]) -> logits[B, T, V]``, under the
     model's own parameter names.
 
     The wrapper *shares* the wrapped model's submodules, parameters and buffers (the very same
@@ -171,14 +173,18 @@ class HFCausalLM(nn.Module):
             object.__setattr__(self, name, getattr(model, name))
 
     def train(self, mode: bool = True) -> HFCausalLM:
-        """Switch the shared modules and the wrapped model's own flag, which Hugging Face code
-        reads at the top level (``self.training``) and which is not in the shared tree."""
+        """Switch train/eval mode, the wrapped model's own flag included.
+
+        Switch the shared modules and the wrapped model's own flag, which Hugging Face code
+        reads at the top level (``self.training``) and which is not in the shared tree.
+        """
         super().train(mode)
         self.hf_model.training = mode
         return self
 
     @property
     def config(self) -> Any:
+        """The wrapped model's configuration."""
         return self.hf_model.config
 
     def get_output_embeddings(self) -> nn.Module:
@@ -186,6 +192,7 @@ class HFCausalLM(nn.Module):
         return self.hf_model.get_output_embeddings()
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T, V]`` of token ids ``[B, T]``."""
         return self.hf_model(input_ids=idx, use_cache=False).logits
 
 
@@ -201,8 +208,11 @@ def _max_positions(config: Any) -> int | None:
 
 
 def context_length(spec_or_path: str | Path) -> int | None:
-    """The model's maximum sequence length from its ``config.json`` (no transformers needed);
-    None when the config does not say."""
+    """The model's maximum sequence length from its ``config.json``.
+
+    The model's maximum sequence length from its ``config.json`` (no transformers needed);
+    None when the config does not say.
+    """
     config = _read_json_object(hf_folder(spec_or_path) / "config.json")
     for key in _CONTEXT_KEYS:
         if isinstance(config.get(key), int):

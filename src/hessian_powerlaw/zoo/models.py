@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.protocols import DataBundle
 from hessian_powerlaw.zoo import MODEL_SPECS
 
 # ---------------------------------------------------------------------------------------
@@ -75,6 +76,7 @@ class LeNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of inputs."""
         return self.classifier(self.features(x))
 
 
@@ -140,6 +142,7 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of inputs."""
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
@@ -170,6 +173,7 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of inputs."""
         out = self.pool(self.layers(self.stem(x)))
         return self.fc(torch.flatten(out, 1))
 
@@ -195,8 +199,11 @@ def _parse_width_multiplier(spec: str, arg: str) -> float:
 
 
 def _import_from_cwd(module_name: str) -> Any:
-    """Import ``module_name`` with the current folder searched first, as ``python -m`` does
-    (an installed console script does not put it on ``sys.path``)."""
+    """Import ``module_name`` with the current folder searched first.
+
+    Import ``module_name`` with the current folder searched first, as ``python -m`` does
+    (an installed console script does not put it on ``sys.path``).
+    """
     cwd = os.getcwd()
     if cwd in sys.path or "" in sys.path:
         return importlib.import_module(module_name)
@@ -227,7 +234,7 @@ def _import_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def _call_factory(spec: str, factory: Callable[..., Any], data: Any) -> nn.Module:
+def _call_factory(spec: str, factory: Callable[..., Any], data: DataBundle) -> nn.Module:
     kwargs = {"input_shape": tuple(data.input_shape), "num_classes": int(data.num_classes)}
     try:
         signature = inspect.signature(factory)
@@ -262,7 +269,7 @@ def _accepts(signature: inspect.Signature, kwargs: dict[str, Any]) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-def build_model(spec: str, data: Any, seed: int = 0) -> nn.Module:
+def build_model(spec: str, data: DataBundle, seed: int = 0) -> nn.Module:
     """Build the model named by ``spec`` for the data bundle ``data`` (see module docstring).
 
     Initial weights depend only on (spec, data shape, seed); the global RNG is left as it was.
@@ -285,7 +292,7 @@ def build_model(spec: str, data: Any, seed: int = 0) -> nn.Module:
         return _build_seeded(spec, name, arg, data)
 
 
-def _build_seeded(spec: str, name: str, arg: str, data: Any) -> nn.Module:
+def _build_seeded(spec: str, name: str, arg: str, data: DataBundle) -> nn.Module:
     if name in ("lenet", "fcn", "linear-net", "resnet18") and getattr(data, "kind", "") != "image":
         raise UserInputError(
             f"model {name!r} is an image classifier; data {getattr(data, 'spec', data)!r} is "

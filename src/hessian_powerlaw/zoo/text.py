@@ -69,8 +69,11 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def logits_of(output: Any) -> torch.Tensor:
-    """Logits from a model output: a tensor, an object with ``.logits`` (Hugging Face), or a
-    tuple whose first element is the logits."""
+    """The logits of a model's output.
+
+    Logits from a model output: a tensor, an object with ``.logits`` (Hugging Face), or a
+    tuple whose first element is the logits.
+    """
     if isinstance(output, torch.Tensor):
         return output
     logits = getattr(output, "logits", None)
@@ -110,11 +113,17 @@ class Encoder(Protocol):
     """Turns text into token ids and back."""
 
     @property
-    def vocab_size(self) -> int: ...
+    def vocab_size(self) -> int:
+        """The number of tokens."""
+        ...
 
-    def encode(self, text: str) -> np.ndarray: ...
+    def encode(self, text: str) -> np.ndarray:
+        """Token ids of a text."""
+        ...
 
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids."""
+        ...
 
 
 def _codepoints(text: str) -> np.ndarray:
@@ -136,13 +145,16 @@ class CharVocabulary:
 
     @classmethod
     def from_text(cls, text: str) -> CharVocabulary:
+        """The vocabulary of the characters of ``text``."""
         return cls(tuple(chr(c) for c in np.unique(_codepoints(text))))
 
     @property
     def vocab_size(self) -> int:
+        """The number of tokens."""
         return len(self.chars) + 1
 
     def encode(self, text: str) -> np.ndarray:
+        """Token ids of a text."""
         codes = _codepoints(text)
         pos = np.searchsorted(self._sorted_codes, codes)
         pos_clipped = np.minimum(pos, len(self._sorted_codes) - 1)
@@ -150,6 +162,7 @@ class CharVocabulary:
         return np.where(known, pos_clipped + 1, UNKNOWN_ID).astype(np.int64)
 
     def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids."""
         return "".join(self.chars[i - 1] if i > 0 else "\ufffd" for i in map(int, ids))
 
 
@@ -162,15 +175,18 @@ class TokenizerEncoder:
 
     @property
     def vocab_size(self) -> int:
+        """The number of tokens."""
         return len(self.tokenizer)
 
     def encode(self, text: str) -> np.ndarray:
+        """Token ids of a text."""
         # verbose=False: long documents exceed the model's context by design; we cut them
         # into windows ourselves, so the length warning would only be noise
         ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         return np.asarray(ids, dtype=np.int64)
 
     def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids."""
         return str(self.tokenizer.decode([int(i) for i in ids]))
 
 
@@ -227,22 +243,27 @@ class TextData:
     # ---- sizes ---------------------------------------------------------------------------
     @property
     def input_shape(self) -> tuple[int]:
+        """``(seq_len,)``: one sequence."""
         return (self.seq_len,)
 
     @property
     def num_classes(self) -> int:
+        """The vocabulary size."""
         return int(self.encoder.vocab_size)
 
     @property
     def vocab_size(self) -> int:
+        """The number of tokens."""
         return self.num_classes
 
     @property
     def num_train(self) -> int:
+        """Training sequences."""
         return (len(self.train_tokens) - 1) // self.seq_len
 
     @property
     def num_test(self) -> int:
+        """Test sequences."""
         return (len(self.test_tokens) - 1) // self.seq_len
 
     @property
@@ -268,8 +289,11 @@ class TextData:
         seed: int = 0,
         split: str = "train",
     ) -> list[Batch]:
-        """A fixed list of batches: ``num_samples`` (default 64) non-overlapping windows of the
-        split, chosen at random with ``seed``, in batches of ``batch_size`` (default 32)."""
+        """A fixed list of Hessian batches of non-overlapping windows.
+
+        A fixed list of batches: ``num_samples`` (default 64) non-overlapping windows of the
+        split, chosen at random with ``seed``, in batches of ``batch_size`` (default 32).
+        """
         stream = self._stream(split)
         available = self._grid_count(split)
         count = DEFAULT_HESSIAN_SEQUENCES if num_samples is None else int(num_samples)
@@ -292,8 +316,11 @@ class TextData:
         return max(1, self.num_train // int(batch_size))
 
     def train_batches(self, batch_size: int, seed: int = 0, epoch: int = 0) -> _WindowBatches:
-        """One epoch of seeded random windows: ``num_train // batch_size`` batches, the same for
-        the same ``(seed, epoch)``."""
+        """One epoch of seeded random training windows.
+
+        One epoch of seeded random windows: ``num_train // batch_size`` batches, the same for
+        the same ``(seed, epoch)``.
+        """
         if int(batch_size) < 1:
             raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
         return _WindowBatches(self, int(batch_size), int(seed), int(epoch))
@@ -317,9 +344,12 @@ class TextData:
         batch_size: int = EVAL_BATCH,
         max_batches: int | None = None,
     ) -> dict[str, float]:
-        """``{"loss": mean next-token cross-entropy (nats), "accuracy": next-token accuracy}``
+        """Next-token loss and accuracy of ``model`` on a split.
+
+        ``{"loss": mean next-token cross-entropy (nats), "accuracy": next-token accuracy}``
         on the fixed evaluation windows of ``split``, in eval mode (the mode is restored).
-        ``max_batches`` caps the work to the first batches."""
+        ``max_batches`` caps the work to the first batches.
+        """
         batches = self.eval_batches(split, batch_size)
         if max_batches is not None:
             batches = batches[: max(1, int(max_batches))]
@@ -340,6 +370,7 @@ class TextData:
 
     # ---- text ----------------------------------------------------------------------------
     def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids."""
         return self.encoder.decode(ids)
 
     def describe(self) -> dict[str, Any]:
@@ -379,8 +410,11 @@ def shakespeare_files() -> list[Path]:
 def _split_works(
     works: list[tuple[str, str]], fraction: float, seed: int
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Move whole works to validation, in a seeded random order, until they hold at least
-    ``fraction`` of all characters; the rest (in name order) is train."""
+    """Split whole works into train and validation.
+
+    Move whole works to validation, in a seeded random order, until they hold at least
+    ``fraction`` of all characters; the rest (in name order) is train.
+    """
     total = sum(len(text) for _, text in works)
     order = np.random.default_rng(seed).permutation(len(works))
     chosen: set[int] = set()

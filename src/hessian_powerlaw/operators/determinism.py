@@ -1,4 +1,4 @@
-"""Checks that the Hessian operator's data and forward pass are the same on every pass.
+"""Determinism checks of the Hessian operator: the same data and the same product every pass.
 
 The solvers assume that every product applies the same matrix. A user's batches or model can
 break that silently: an iterable that is empty after its first pass (every product is zero,
@@ -16,24 +16,39 @@ to check is checked here, for :class:`hessian_powerlaw.operators.HessianOperator
   operator's CUDA device, numpy, Python). A forward pass that changes it draws random numbers.
 - :func:`data_change_cause` and :func:`nondeterminism_causes`: the likely cause in words,
   from the loader's sampler and dataset and from the model's modules.
+- :func:`repeat_rtol`, :func:`relative_difference` and :func:`probe_loss`: how far two
+  products of one vector may differ, how far they do, and what one extra look at the loss
+  says about why.
+- :func:`data_change_error`, :func:`not_reproducible_error` and :func:`not_finite_error`:
+  the one error a user sees for each failure, naming the cause.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hessian_powerlaw.errors import UserInputError
+from hessian_powerlaw.operators.params import abbreviate
+from hessian_powerlaw.protocols import Batch
+
 __all__ = [
     "DataSummary",
     "data_change_cause",
+    "data_change_error",
     "leaves",
     "nondeterminism_causes",
+    "not_finite_error",
+    "not_reproducible_error",
+    "probe_loss",
+    "relative_difference",
+    "repeat_rtol",
     "rng_snapshot",
     "shuffles",
 ]
@@ -64,8 +79,11 @@ _WEIGHTS: dict[tuple[int, str], Tensor] = {}
 
 
 def _weights(length: int, device: torch.device) -> Tensor:
-    """``1 + cos(j)``, j = 0 .. length-1: fixed, uneven, positive weights of a sample's values,
-    so that moving values within a sample changes the weighted sum."""
+    """Fixed, uneven, positive weights ``1 + cos(j)`` of a sample's values.
+
+    ``1 + cos(j)``, j = 0 .. length-1: fixed, uneven, positive weights of a sample's values,
+    so that moving values within a sample changes the weighted sum.
+    """
     key = (length, str(device))
     if key not in _WEIGHTS:
         j = torch.arange(length, dtype=torch.float64, device=device)
@@ -97,8 +115,11 @@ class DataSummary:
                 self._sums.append(sums)
 
     def difference(self, first: DataSummary) -> str | None:
-        """None when this pass holds the same data as ``first`` (up to sample order), else
-        what differs, in words."""
+        """What differs from the first pass, or None.
+
+        None when this pass holds the same data as ``first`` (up to sample order), else
+        what differs, in words.
+        """
         if self.samples != first.samples:
             return f"{self.samples} samples in {self.batches} batches"
         if len(self._sums) != len(first._sums):
@@ -177,11 +198,6 @@ def _names(model: nn.Module, kind: type | tuple[type, ...]) -> list[str]:
     return [name or type(m).__name__ for name, m in model.named_modules() if isinstance(m, kind)]
 
 
-def _abbreviate(names: Sequence[str], limit: int = 6) -> str:
-    shown = ", ".join(names[:limit])
-    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
-
-
 def nondeterminism_causes(
     model: nn.Module,
     batches: Any,
@@ -214,12 +230,12 @@ def nondeterminism_causes(
         active = [name for name in dropout if name in seen]
         if active:
             causes.append(
-                f"{what}: dropout modules in train mode ({_abbreviate(active)}) because the "
+                f"{what}: dropout modules in train mode ({abbreviate(active, 6)}) because the "
                 "loss calls model.train(); keep the model in eval mode inside the loss"
             )
         elif dropout:
             causes.append(
-                f"{what}: dropout modules present ({_abbreviate(dropout)}) and active despite "
+                f"{what}: dropout modules present ({abbreviate(dropout, 6)}) and active despite "
                 "eval mode (e.g. F.dropout(training=True)); disable dropout (p=0) for the Hessian"
             )
         else:
@@ -230,13 +246,13 @@ def nondeterminism_causes(
     in_train = [name for name in norms if name in seen]
     if in_train:
         causes.append(
-            f"BatchNorm in train mode ({_abbreviate(in_train)}) normalises with batch "
+            f"BatchNorm in train mode ({abbreviate(in_train, 6)}) normalises with batch "
             "statistics; keep it in eval mode (do not call model.train() inside the loss)"
         )
     if shuffles(batches):
         if batch_stats:
             causes.append(
-                f"BatchNorm ({_abbreviate(batch_stats)}) normalises with batch statistics and "
+                f"BatchNorm ({abbreviate(batch_stats, 6)}) normalises with batch statistics and "
                 "the DataLoader shuffles (shuffle=True), so each pass groups the samples "
                 "differently; use shuffle=False"
             )
@@ -248,7 +264,7 @@ def nondeterminism_causes(
     others = [name for name in train_mode_seen if name not in set(in_train) | set(dropout)]
     if others:
         causes.append(
-            f"the loss switches modules to train mode ({_abbreviate(others)}); do not call "
+            f"the loss switches modules to train mode ({abbreviate(others, 6)}); do not call "
             "model.train() inside it"
         )
     if not causes:
@@ -258,3 +274,202 @@ def nondeterminism_causes(
             "forward and loss deterministic"
         )
     return causes
+
+
+# ---------------------------------------------------------------------------------------------
+# products that differ
+
+
+def repeat_rtol(dtype: torch.dtype, device: torch.device) -> float:
+    """The relative difference two products of the same vector may have: ``sqrt(eps)``.
+
+    ``eps`` is the dtype's (1.5e-8 in float64, 3.5e-4 in float32), except for float32 on
+    CUDA with TF32 allowed (``torch.backends.cudnn.allow_tf32``, on by default, or
+    ``torch.backends.cuda.matmul.allow_tf32``): TF32 keeps 10 mantissa bits, and a product
+    of one column may take other kernels than one of ``b`` columns, so there ``eps = 2^-10``
+    and the tolerance is 0.031.
+
+    Args:
+        dtype: the products' dtype.
+        device: where they run.
+
+    Returns:
+        The tolerance.
+    """
+    eps = torch.finfo(dtype).eps
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    if dtype == torch.float32 and device.type == "cuda" and tf32:
+        eps = 2.0**-10
+    return math.sqrt(eps)
+
+
+def relative_difference(a: Tensor, b: Tensor) -> float:
+    """``||a - b|| / max(||a||, ||b||)``, 0 for two zero vectors, NaN for non-finite ones.
+
+    Args:
+        a: one product.
+        b: the other.
+
+    Returns:
+        The relative difference.
+    """
+    scale = max(float(torch.linalg.vector_norm(a)), float(torch.linalg.vector_norm(b)))
+    diff = float(torch.linalg.vector_norm(a - b))
+    return diff / scale if scale > 0 else diff
+
+
+def probe_loss(
+    loss_fn: Callable[[], Tensor], device: torch.device, dtype: torch.dtype
+) -> tuple[bool, bool]:
+    """Evaluate the loss twice: does it draw random numbers, does its value change?
+
+    Args:
+        loss_fn: the loss on one batch (no gradient needed).
+        device: where it runs (its CUDA generator is watched too).
+        dtype: its precision (changes beyond ``sqrt(eps)`` count).
+
+    Returns:
+        ``(draws_random, loss_varies)``; both False when the loss raises (a diagnosis must
+        not hide the error it explains).
+    """
+    loss_varies = False
+    before = rng_snapshot(device)
+    try:
+        first = loss_fn()
+        after = rng_snapshot(device)
+        second = loss_fn()
+    except Exception:
+        after = before
+    else:
+        # beyond rounding, as for the products (a GPU may sum in any order)
+        gap = float((first - second).abs())
+        loss_varies = not gap <= math.sqrt(torch.finfo(dtype).eps) * float(first.abs())
+    return rng_changed(before, after), loss_varies
+
+
+def not_reproducible_error(diff: float, rtol: float, causes: Sequence[str]) -> UserInputError:
+    """The error for two products of one vector that differ beyond rounding.
+
+    Args:
+        diff: their relative difference.
+        rtol: what rounding allows.
+        causes: the likely causes (:func:`nondeterminism_causes`).
+
+    Returns:
+        The error, naming the causes.
+    """
+    return UserInputError(
+        f"Hessian-vector products are not reproducible: the same product computed twice "
+        f"differs by {diff:.3g} relative (rounding stays below {rtol:.2g}), so every "
+        f"eigenvalue would be wrong; likely cause: {'; '.join(causes)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# data that differ between passes
+
+
+def data_change_error(
+    summary: DataSummary, first: DataSummary, passes: int, batches: Any
+) -> UserInputError | None:
+    """The error for a pass over the batches that did not give the first pass's data.
+
+    Args:
+        summary: this pass.
+        first: the first pass.
+        passes: the number of this pass.
+        batches: the user's batches (a DataLoader says more about the cause).
+
+    Returns:
+        None when the two passes hold the same data, else the error.
+    """
+    differs = summary.difference(first)
+    if differs is None:
+        return None
+    empty = summary.samples == 0
+    where = f"on pass {passes} over them"
+    first_pass = f"the first pass gave {first.samples} samples in {first.batches} batches"
+    if empty or summary.samples != first.samples:
+        seen = f"{summary.samples or 'no'} samples {where}, but {first_pass}"
+    else:
+        seen = f"different data {where} than on the first (the same {first.samples} samples)"
+    cause = data_change_cause(batches, empty)
+    return UserInputError(
+        f"the Hessian batches gave {seen}: {cause}. "
+        "The operator needs the same data on every pass: pass a list of batches (e.g. "
+        "list(loader)), or a DataLoader with shuffle=False and no random transforms"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# products that are not finite
+
+
+def _finite(t: Tensor) -> bool:
+    return bool(torch.isfinite(t).all())
+
+
+def float_tensors(batch: Batch) -> list[Tensor]:
+    """The floating-point tensors of a batch (its data, not its labels or token ids).
+
+    Args:
+        batch: the batch.
+
+    Returns:
+        Its floating-point tensors, depth first.
+    """
+    return [t for t in leaves(batch) if isinstance(t, Tensor) and t.is_floating_point()]
+
+
+def not_finite_error(
+    tensors: Mapping[str, Tensor],
+    batches: Iterable[Batch],
+    loss_and_gradient: Callable[[Batch], tuple[float, Tensor]],
+    dtype: torch.dtype,
+) -> UserInputError:
+    """What made a product NaN or Inf, checked in order.
+
+    The parameters and buffers, each batch's data, its loss, its gradient; else the second
+    derivatives themselves.
+
+    Args:
+        tensors: the model's parameters and buffers by name, as the operator holds them.
+        batches: the batches, on the operator's device (the model in eval mode).
+        loss_and_gradient: a batch's loss and gradient.
+        dtype: the products' dtype.
+
+    Returns:
+        The error, naming what is not finite.
+    """
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not _finite(t)]
+    if bad:
+        names = abbreviate([name.removeprefix("model.") for name in bad])
+        return UserInputError(
+            f"the Hessian-vector product is not finite because the model's parameters or "
+            f"buffers are not finite ({names}); load weights from before training diverged"
+        )
+    for index, batch in enumerate(batches):
+        if not all(_finite(t) for t in float_tensors(batch)):
+            return UserInputError(
+                f"the Hessian-vector product is not finite because batch {index} holds "
+                "NaN or Inf values; clean the data"
+            )
+        loss, grad = loss_and_gradient(batch)
+        if not math.isfinite(loss):
+            return UserInputError(
+                f"the loss is not finite ({loss}) on batch {index}, so neither are its "
+                "Hessian-vector products; check the loss function (log of 0, division "
+                "by 0) and the model's outputs on that batch"
+            )
+        if not _finite(grad):
+            return UserInputError(
+                f"the gradient is not finite on batch {index} (the loss is {loss:.6g}), "
+                "so neither are its Hessian-vector products; the loss is not "
+                "differentiable at these weights (e.g. sqrt or abs at 0)"
+            )
+    hint = "; try dtype=torch.float64" if dtype == torch.float32 else ""
+    return UserInputError(
+        "the Hessian-vector product is not finite, although the loss and gradient of every "
+        "batch are: the second derivatives overflow or are infinite at these weights (e.g. "
+        f"|w|^1.5 at 0){hint}"
+    )
