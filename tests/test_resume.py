@@ -125,7 +125,7 @@ def test_per_block_solves_are_not_resumable(tmp_path: Path) -> None:
 COMMAND = [
     "spectrum", "--model", "fcn:1x8", "--data", "digits", "--samples", "200", "--k", "40",
     "--criterion", "norm", "--tol", "1e-10", "--trace-matvecs", "0", "--n-boot", "0",
-    "--no-density", "--quiet", "--save-every", "0",
+    "--no-density", "--quiet", "--save-every", "0", "--dtype", "float64",
 ]  # fmt: skip
 
 

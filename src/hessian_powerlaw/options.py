@@ -100,6 +100,10 @@ class AnalysisOptions:
         max_matvecs: cap on Hessian-vector products of the eigensolve; ``None``: the solver's.
         seed: seed of the random start block, the trace probes, the bootstrap and the
             Hessian samples.
+        memory_budget: bytes (or a size such as ``"4GiB"``) the eigensolver's storage may
+            take; ``None``: half the free memory of the device. Decides between the basis
+            with its products, the basis alone and a smaller basis (see
+            :mod:`hessian_powerlaw.solvers.memory`).
         dtype: product precision, ``"float64"`` or ``"float32"`` (a ``torch.dtype`` is
             accepted and stored by name).
         samples: training samples in the Hessian; ``None``: all of a small set, a fixed
@@ -122,6 +126,7 @@ class AnalysisOptions:
     basis_size: int | None = field(default=None, metadata=_SOLVER)
     max_matvecs: int | None = field(default=None, metadata=_SOLVER)
     seed: int = field(default=0, metadata=_SOLVER)
+    memory_budget: int | str | None = field(default=None, metadata=_SOLVER)
     dtype: str = field(default="float64", metadata=_OPERATOR)
     samples: int | None = field(default=None, metadata=_DATA)
     batch_size: int | None = field(default=None, metadata=_DATA)
@@ -173,6 +178,10 @@ class AnalysisOptions:
                 check_int(value, name)
         for name in ("density", "alternatives"):
             set_(self, name, bool(getattr(self, name)))
+        if self.memory_budget is not None:  # a size such as "4GiB" is kept as bytes
+            from hessian_powerlaw.solvers.memory import parse_bytes
+
+            set_(self, "memory_budget", parse_bytes(self.memory_budget))
 
     # ------------------------------------------------------------------ building
 

@@ -170,6 +170,15 @@ def add_analysis_arguments(
         help="precision of the Hessian-vector products",
     )
     parser.add_argument(
+        "--memory",
+        dest="memory_budget",
+        default=defaults.memory_budget,
+        metavar="SIZE",
+        help="memory the eigensolver's basis may take, e.g. 4GiB (default: half the free "
+        "memory); when the basis and its products do not fit, the basis alone is kept and "
+        "k more products certify the result",
+    )
+    parser.add_argument(
         "--device",
         default=None,
         metavar="DEV",
