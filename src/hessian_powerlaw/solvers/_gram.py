@@ -39,8 +39,10 @@ def subtract(Rt: Tensor, C: Tensor, Qt: Tensor) -> None:
 
 
 def project_out(Qt: Tensor, Rt: Tensor) -> Tensor:
-    """Remove from the rows of ``Rt`` their components on the rows of ``Qt`` (one pass);
-    returns the coefficients ``Qt @ Rt^T`` that were removed."""
+    """Remove from the rows of ``Rt`` their components on the rows of ``Qt`` (one pass).
+
+    Returns the coefficients ``Qt @ Rt^T`` that were removed.
+    """
     C = coefficients(Qt, Rt)
     subtract(Rt, C, Qt)
     return C

@@ -467,8 +467,11 @@ class _BlockLanczos:
         return self._certify(theta, S, chosen, locked, want_vectors)
 
     def _rayleigh_ritz_due(self) -> bool:
-        """Whether to solve the projected problem now: always while it is cheap, else once
-        the basis grew by ``_RR_GROWTH`` or its cost is a small share of the products'."""
+        """Whether to solve the projected problem now.
+
+        Always while it is cheap, else once the basis grew by ``_RR_GROWTH`` or its cost is
+        a small share of the products'.
+        """
         added = self.matvecs - self.rr_at
         if added >= _RR_GROWTH * (self.m - self.nl):
             return True
@@ -592,11 +595,11 @@ class _BlockLanczos:
         self.scale = max(self.scale, 1e-300)
         return theta_np, S.numpy()
 
-    def _wanted(
-        self, theta: np.ndarray, count: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The ``count`` (default k) wanted pairs among locked values and active Ritz
-        values: indices into ascending ``theta`` and into ``locked_values``."""
+    def _wanted(self, theta: np.ndarray, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``count`` (default k) wanted pairs among locked values and active Ritz values.
+
+        Returns indices into ascending ``theta`` and into ``locked_values``.
+        """
         nl = self.locked_values.size
         values = np.concatenate([self.locked_values, theta])
         picked = _select(values, self.k if count is None else count, self.which)
@@ -617,8 +620,10 @@ class _BlockLanczos:
         locked: np.ndarray,
         want_vectors: bool,
     ) -> _Result:
-        """True residuals ``||HQ s - theta Q s||`` from the stored products, for the chosen
-        active pairs; locked pairs keep the residuals certified when they were locked."""
+        """True residuals ``||HQ s - theta Q s||`` of the chosen pairs from the stored products.
+
+        Locked pairs keep the residuals certified when they were locked.
+        """
         S_c = torch.as_tensor(S[:, chosen]).to(device=self.device, dtype=self.dtype)
         vals = theta[chosen]
         residuals, Y = self._ritz_residuals(S_c, vals, want_vectors)
@@ -644,9 +649,12 @@ class _BlockLanczos:
         locked: np.ndarray,
         want_vectors: bool,
     ) -> _Result:
-        """A lean solve's certificates: the chosen Ritz vectors are formed in place of the
-        active basis (which ends the iteration) and the operator is applied to them and to
-        the locked ones, ``p`` at a time, for their true residuals (``k`` more products)."""
+        """A lean solve's certificates, from products of the final Ritz vectors.
+
+        The chosen Ritz vectors are formed in place of the active basis (which ends the
+        iteration) and the operator is applied to them and to the locked ones, ``p`` at a
+        time, for their true residuals (``k`` more products).
+        """
         nl = self.nl
         S_c = torch.as_tensor(S[:, chosen]).to(device=self.device, dtype=self.dtype)
         self._ritz_residuals(S_c, theta[chosen], in_place=True)
@@ -678,11 +686,14 @@ class _BlockLanczos:
     def _ritz_residuals(
         self, S: Tensor, values: np.ndarray, want_vectors: bool = False, in_place: bool = False
     ) -> tuple[np.ndarray | None, Tensor | None]:
-        """``||HQ_a s - theta Q_a s||`` for the columns of ``S``, computed over row chunks so
-        that only ``chunk x columns`` extra memory is needed. ``want_vectors`` also returns
-        ``Q_a S``; ``in_place`` makes ``Q_a S`` and ``HQ_a S`` the first rows of the active
-        basis (a restart's rotation; each chunk is read before it is overwritten). A lean
-        solve has no ``HQ``: it only rotates, and the residuals are None."""
+        """``||HQ_a s - theta Q_a s||`` for the columns of ``S``.
+
+        Computed over row chunks so that only ``chunk x columns`` extra memory is needed.
+        ``want_vectors`` also returns ``Q_a S``; ``in_place`` makes ``Q_a S`` and ``HQ_a S``
+        the first rows of the active basis (a restart's rotation; each chunk is read before
+        it is overwritten). A lean solve has no ``HQ``: it only rotates, and the residuals
+        are None.
+        """
         nl, m, count = self.nl, self.m, S.shape[1]
         vals = torch.as_tensor(values, dtype=torch.float64, device=self.device)
         squares = torch.zeros(count, dtype=torch.float64, device=self.device)
@@ -708,8 +719,10 @@ class _BlockLanczos:
     # ------------------------------------------------------------------ restart
 
     def _restart(self) -> None:
-        """Lock converged wanted pairs, keep the best other Ritz vectors, continue from the
-        pending block (orthogonal to them)."""
+        """Lock converged wanted pairs and keep the best other Ritz vectors.
+
+        The iteration continues from the pending block (orthogonal to them).
+        """
         theta, S = self._ritz()
         ma = theta.shape[0]
         nl = self.nl

@@ -55,8 +55,11 @@ def parse_bytes(value: int | float | str) -> int:
 
 
 def free_bytes(device: torch.device) -> int:
-    """Free memory of ``device``: CUDA's free plus what torch caches unused, else the host's
-    ``MemAvailable`` (Linux), else the physical memory."""
+    """Free memory of ``device`` in bytes.
+
+    CUDA's free memory plus what torch caches unused; on the host ``MemAvailable`` (Linux),
+    else the physical memory.
+    """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
