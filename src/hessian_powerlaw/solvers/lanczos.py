@@ -60,6 +60,7 @@ from hessian_powerlaw.progress import progress_bar
 from hessian_powerlaw.solvers import _gram, _state, memory
 from hessian_powerlaw.solvers._spectrum import Spectrum
 from hessian_powerlaw.solvers._state import SolverCheckpoint, as_checkpoint
+from hessian_powerlaw.solvers._usage import OperatorUsage
 
 __all__ = [
     "CRITERIA",
@@ -232,8 +233,7 @@ def top_eigenpairs(
         if state.path.exists():
             resumed = solver.load(state.path, fingerprint)
         saver = _Saver(solver, state, fingerprint)
-    start = time.perf_counter()
-    passes_before = getattr(op, "num_data_passes", None)
+    usage = OperatorUsage(op)
     desc = f"top-{k} eigenpairs ({which}"
     desc += f"; {plan.describe()})" if lean else ")"
     bar = progress_bar(total=k, desc=desc, enabled=progress)
@@ -244,9 +244,6 @@ def top_eigenpairs(
     if state is not None:  # the solve is over: a later one must start afresh
         with contextlib.suppress(FileNotFoundError):
             state.path.unlink()
-    passes = None
-    if passes_before is not None:
-        passes = int(op.num_data_passes) - int(passes_before)
     scale = result.scale
     return Spectrum(
         eigenvalues=result.values,
@@ -254,8 +251,8 @@ def top_eigenpairs(
         residuals=result.abs_residuals / scale,
         converged=test.passes(result.abs_residuals, result.values, scale),
         num_matvecs=solver.matvecs,
-        num_data_passes=passes,
-        seconds=time.perf_counter() - start,
+        num_data_passes=usage.data_passes,
+        seconds=usage.seconds,
         tol=float(tol),
         which=which,
         method=plan.method,
