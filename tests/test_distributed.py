@@ -410,6 +410,7 @@ def test_spectrum_command_under_torchrun_equals_one_process(tmp_path: Path) -> N
     a = SPECTRUM_ARGS
     proc, _ = _torchrun(
         "-m", "hessian_powerlaw", "spectrum", "--model", "fcn:1x16", "--data", "digits",
+        "--dtype", "float64",
         "--samples", str(a["samples"]), "--batch-size", "50", "--k", str(a["k"]),
         "--tol", str(a["tol"]), "--trace-matvecs", str(a["trace_matvecs"]), "--no-density",
         "--out", str(out), "--quiet",

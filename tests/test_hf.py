@@ -230,6 +230,7 @@ def test_cli_spectrum_last_layer_matches_explicit_hessian(
     model_dir, text_file = hf_setup
     out = tmp_path / "out"
     argv = ["spectrum", "--model", f"hf:{model_dir}", "--data", f"text:{text_file}"]
+    argv += ["--dtype", "float64"]  # compared with the explicit float64 Hessian
     argv += ["--params", "last", "--k", "10", "--samples", "4", "--tol", "1e-10"]
     argv += ["--no-density", "--trace-matvecs", "0", "--quiet", "--out", str(out)]
     code = main(argv)
@@ -259,6 +260,7 @@ def test_cli_spectrum_with_native_parameter_names(
     assert expected_names == [f"transformer.h.1.mlp.c_proj.{p}" for p in ("weight", "bias")]
     out = tmp_path / "out"
     argv = ["spectrum", "--model", f"hf:{model_dir}", "--data", f"text:{text_file}"]
+    argv += ["--dtype", "float64"]  # compared with the explicit float64 Hessian
     argv += ["--params", pattern, "--k", "8", "--samples", "4", "--tol", "1e-10"]
     argv += ["--no-density", "--trace-matvecs", "0", "--n-boot", "0", "--quiet"]
     argv += ["--out", str(out)]
