@@ -452,15 +452,13 @@ class _BlockLanczos:
             # e.g. a rank-deficient H) the estimates of the fewer ones found so far are all ~0
             if len(values) >= self.k_check and ok.all():
                 chosen, locked = self._wanted(theta)
-                if self.lean:  # certificates cost k products: take them once, at the end
-                    return self._certify_by_products(theta, S, chosen, locked, want_vectors)
+                # a lean solve's certificates cost k products and end it: they are final
                 result = self._certify(theta, S, chosen, locked, want_vectors)
-                if self.criterion.passes(result.abs_residuals, result.values, self.scale).all():
+                passed = self.criterion.passes(result.abs_residuals, result.values, self.scale)
+                if self.lean or passed.all():
                     return result
         theta, S = self._ritz()
         chosen, locked = self._wanted(theta)
-        if self.lean:
-            return self._certify_by_products(theta, S, chosen, locked, want_vectors)
         return self._certify(theta, S, chosen, locked, want_vectors)
 
     def _rayleigh_ritz_due(self) -> bool:
@@ -617,18 +615,28 @@ class _BlockLanczos:
         locked: np.ndarray,
         want_vectors: bool,
     ) -> _Result:
-        """True residuals ``||HQ s - theta Q s||`` of the chosen pairs from the stored products.
+        """True residuals ``||H y - theta y||`` of the chosen and locked pairs.
 
-        Locked pairs keep the residuals certified when they were locked.
+        From the stored products ``HQ s - theta Q s``, where locked pairs keep the residuals
+        certified when they were locked; a lean solve has no stored products: the chosen Ritz
+        vectors are formed in place of the active basis (which ends the iteration) and the
+        operator is applied to them and to the locked ones, ``p`` at a time (``k`` more
+        products).
         """
         S_c = torch.as_tensor(S[:, chosen]).to(device=self.device, dtype=self.dtype)
-        vals = theta[chosen]
-        residuals, Y = self._ritz_residuals(S_c, vals, want_vectors)
-        values = np.concatenate([self.locked_values[locked], vals])
-        abs_res = np.concatenate([self.locked_residuals[locked], residuals])
+        values = np.concatenate([self.locked_values[locked], theta[chosen]])
+        if self.lean:
+            self._ritz_residuals(S_c, theta[chosen], in_place=True)
+            rows = np.concatenate([locked, self.nl + np.arange(chosen.size)]).astype(np.int64)
+            abs_res = self._residuals_by_products(rows, values)
+        else:
+            residuals, Y = self._ritz_residuals(S_c, theta[chosen], want_vectors)
+            abs_res = np.concatenate([self.locked_residuals[locked], residuals])
         order = np.argsort(-values, kind="stable")
         vectors = None
-        if want_vectors:
+        if want_vectors and self.lean:
+            vectors = self.Qt[torch.as_tensor(rows[order], device=self.device)].T.cpu().numpy()
+        elif want_vectors:
             parts = [self.Qt[torch.as_tensor(locked, dtype=torch.long)].T.cpu(), Y.cpu()]
             vectors = torch.cat(parts, dim=1).numpy()[:, order]
         return _Result(
@@ -638,25 +646,8 @@ class _BlockLanczos:
             scale=self.scale,
         )
 
-    def _certify_by_products(
-        self,
-        theta: np.ndarray,
-        S: np.ndarray,
-        chosen: np.ndarray,
-        locked: np.ndarray,
-        want_vectors: bool,
-    ) -> _Result:
-        """A lean solve's certificates, from products of the final Ritz vectors.
-
-        The chosen Ritz vectors are formed in place of the active basis (which ends the
-        iteration) and the operator is applied to them and to the locked ones, ``p`` at a
-        time, for their true residuals (``k`` more products).
-        """
-        nl = self.nl
-        S_c = torch.as_tensor(S[:, chosen]).to(device=self.device, dtype=self.dtype)
-        self._ritz_residuals(S_c, theta[chosen], in_place=True)
-        rows = np.concatenate([locked, nl + np.arange(chosen.size)]).astype(np.int64)
-        values = np.concatenate([self.locked_values[locked], theta[chosen]])
+    def _residuals_by_products(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``||H y - theta y||`` for basis rows ``y``, the operator applied ``p`` rows at once."""
         abs_res = np.empty(rows.size)
         for start in range(0, rows.size, self.p):
             part = slice(start, min(start + self.p, rows.size))
@@ -668,17 +659,7 @@ class _BlockLanczos:
             vals = torch.as_tensor(values[part], dtype=torch.float64, device=self.device)
             diff = HY.to(torch.float64) - Y.to(torch.float64) * vals
             abs_res[part] = torch.linalg.vector_norm(diff, dim=0).cpu().numpy()
-        order = np.argsort(-values, kind="stable")
-        vectors = None
-        if want_vectors:
-            index = torch.as_tensor(rows[order], device=self.device)
-            vectors = self.Qt[index].T.cpu().numpy()
-        return _Result(
-            values=values[order].copy(),
-            vectors=vectors,
-            abs_residuals=abs_res[order],
-            scale=self.scale,
-        )
+        return abs_res
 
     def _ritz_residuals(
         self, S: Tensor, values: np.ndarray, want_vectors: bool = False, in_place: bool = False
