@@ -88,6 +88,7 @@ when it is the smaller bound.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import time
 from dataclasses import dataclass
@@ -120,7 +121,7 @@ METHOD = "lanczos-eigenvalues-only"
 _WHICH = ("largest", "smallest")
 # Paige's factor (1 / a lower bound of ||y||) in the bound of a phase-2 eigenvalue
 _PAIGE_FACTOR = 2.5
-# copies of one eigenvalue are merged within _COPY_TOL * sqrt(m) * eps_1 * scale; a Ritz
+# copies of one eigenvalue are merged within _COPY_TOL * sqrt(m) * eps(dtype) * scale; a Ritz
 # value is certified only when no other one is within _ISOLATION times that
 _COPY_TOL = 10.0
 _ISOLATION = 10.0
@@ -151,6 +152,26 @@ _SPURIOUS_TOL = 100.0
 # bytes of bookkeeping per Lanczos step (coefficients, analysis scratch) and a fixed margin
 _BYTES_PER_STEP = 256
 _FIXED_BYTES = 4 << 20
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), where available.
+
+    Vectors of a few MB are below glibc's adaptive mmap threshold (up to 32 MB), so freed
+    temporaries of varying sizes stay in the heap and count in the resident set; trimming at
+    the solver's phase boundaries keeps the peak near the memory plan.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
 
 
 def _itemsize(dtype: torch.dtype) -> int:
@@ -322,8 +343,9 @@ def lanczos_eigenvalues(
         progress: show a progress bar of converged eigenvalues.
         criterion: ``"relative"`` (``bound <= tol |theta|``) or ``"norm"``
             (``bound <= tol * scale``).
-        vectors: also return eigenvectors of the first ``vectors`` eigenvalues
-            (``eigenvectors`` then has ``vectors`` columns); 0: none.
+        vectors: also return the eigenvectors of the ``vectors`` most extreme eigenvalues:
+            ``eigenvectors`` then has ``vectors`` columns, in the order of ``eigenvalues``
+            (its first ``vectors`` for "largest", its last for "smallest"); 0: none.
 
     Returns:
         ``Spectrum`` with eigenvalues in descending order, ``residuals`` = error bounds /
@@ -399,15 +421,9 @@ def _solve(
     if which == "smallest":
         values = -values
     order = np.argsort(-values, kind="stable")
-    if which == "smallest":  # the first ``vectors`` columns belong to the smallest values
-        order = order[::-1][: values.size][::-1]
     values, bounds = values[order], bounds[order]
-    if vecs is not None:
-        # columns belong to the first ``vectors`` wanted values (in the solver's order)
-        rank = np.argsort(order, kind="stable")  # position of each solver index in the output
-        cols = rank[: vecs.shape[1]]
-        perm = np.argsort(cols, kind="stable")
-        vecs = vecs[:, perm]
+    if vecs is not None and which == "smallest":
+        vecs = vecs[:, ::-1].copy()  # the smallest values come last in descending order
     scale = max(result.scale, 1e-300)
     passes = None
     if passes_before is not None:
@@ -474,6 +490,7 @@ class _Solver:
         started = time.perf_counter()
         if self.plan.active:
             _ThickRestart(self).run()
+            _release_free_memory()
         self.stats.update(
             phase1_matvecs=self.matvecs, locked=self.L, phase1_seconds=time.perf_counter() - started
         )
@@ -490,6 +507,7 @@ class _Solver:
                 analysis_seconds=phase2.analysis_seconds,
                 certifications=phase2.certifications,
                 retros=phase2.retros,
+                stopped_at_floor=phase2.hopeless,
             )
         elif self.L < self.k:  # budget spent in phase 1: what is left is unconverged
             pass
@@ -532,15 +550,26 @@ class _Solver:
             X = self.Qt[a:b].T.contiguous()
             HX = self.product(X)
             for i in range(b - a):
-                x, hx = X[:, i].to(torch.float64), HX[:, i].to(torch.float64)
-                norm = float(torch.linalg.vector_norm(x))
-                x, hx = x / norm, hx / norm
-                rho = float(x @ hx)
+                x, hx = X[:, i], HX[:, i]
+                norm2, rq, squares = 0.0, 0.0, []
+                for c0 in range(0, self.n, _COL_CHUNK):  # float64 without vector temporaries
+                    xc = x[c0 : c0 + _COL_CHUNK].to(torch.float64)
+                    hc = hx[c0 : c0 + _COL_CHUNK].to(torch.float64)
+                    norm2 += float(xc @ xc)
+                    rq += float(xc @ hc)
+                norm = math.sqrt(norm2)
+                rho = rq / norm2
                 rhos.append(rho)
                 value = rho if at is None else float(at[a + i - r0])
-                residuals.append(float(torch.linalg.vector_norm(hx - value * x)))
+                for c0 in range(0, self.n, _COL_CHUNK):
+                    xc = x[c0 : c0 + _COL_CHUNK].to(torch.float64)
+                    hc = hx[c0 : c0 + _COL_CHUNK].to(torch.float64)
+                    squares.append(float(torch.linalg.vector_norm(hc - value * xc)) ** 2)
+                residuals.append(math.sqrt(sum(squares)) / norm)
                 self.Qt[a + i] /= norm
+                del x, hx, xc, hc  # views: they would keep the block alive
             del X, HX
+        _release_free_memory()
         return np.asarray(rhos), np.asarray(residuals)
 
     # ------------------------------------------------------------------ eigenvectors
@@ -609,6 +638,7 @@ class _ThickRestart:
         self.T = np.zeros((self.amax + 1, self.amax + 1))
         self.m = 0
         self.last_beta = 0.0
+        self.exhausted = False  # the basis spans all of R^n: its Ritz values are exact
 
     def capacity(self) -> int:
         """Active basis vectors that fit beside the locked ones (and the pending one)."""
@@ -619,7 +649,7 @@ class _ThickRestart:
         s = self.s
         x = s.random().to(s.dtype)
         s.Qt[0] = x / torch.linalg.vector_norm(x)
-        while s.L < s.k and s.matvecs < s.max_matvecs:
+        while s.L < s.k and s.matvecs < s.max_matvecs and not self.exhausted:
             cap = self.capacity()
             if cap < _MIN_ACTIVE:
                 break
@@ -656,9 +686,10 @@ class _ThickRestart:
                 self.last_beta = 0.0
                 self.exhausted = True
                 return
+            s.Qt[L + m + 1] = w
         else:
-            w = w / after
-        s.Qt[L + m + 1] = w
+            torch.div(w, after, out=s.Qt[L + m + 1])
+        del w
         self.last_beta = after
         self.m = m + 1
 
@@ -692,7 +723,9 @@ class _ThickRestart:
         s.scale = max(s.scale, float(np.abs(theta).max()))
         estimates = np.abs(self.last_beta * S[m - 1])
         threshold = self.lock_threshold()
-        wanted = min(s.k - L, m)
+        # wanted: the top half of the active Ritz values at most (the bottom ones converge to
+        # the other end of the spectrum)
+        wanted = min(s.k - L, max(m // 2, 1))
         room = self.R - L if final else self.R - L - 1
         candidates = [i for i in range(wanted) if estimates[i] <= threshold][:room]
         c = len(candidates)
@@ -715,10 +748,8 @@ class _ThickRestart:
             passed = res <= threshold
             s.scale = max(s.scale, float(np.abs(rho).max()))
         order = np.concatenate([np.flatnonzero(passed), np.flatnonzero(~passed)])
-        if c and not passed.all():  # locked rows first (rare: an estimate was optimistic)
-            block = s.Qt[L : L + c].clone()
-            s.Qt[L : L + c] = block[torch.as_tensor(order, device=s.device)]
-            del block
+        if c and not passed.all():  # locked rows first (an estimate was optimistic)
+            self._permute_rows(L, order)
             values[:c], residuals[:c] = values[order], residuals[order]
         new = int(passed.sum())
         s.locked_values = np.concatenate([s.locked_values, values[:new]])
@@ -732,6 +763,28 @@ class _ThickRestart:
         self.m = active.size
         self.T[:] = 0.0
         self.T[: self.m, : self.m] = np.diag(active)
+
+    def _permute_rows(self, r0: int, order: np.ndarray) -> None:
+        """Row ``r0 + i`` of the buffer becomes row ``r0 + order[i]``, by cycles of swaps
+        through one spare row (no block copy)."""
+        s = self.s
+        done = np.zeros(order.size, dtype=bool)
+        spare = torch.empty(s.n, dtype=s.dtype, device=s.device)
+        for start in range(order.size):
+            if done[start] or order[start] == start:
+                done[start] = True
+                continue
+            spare.copy_(s.Qt[r0 + start])  # the cycle start -> order[start] -> ...
+            i = start
+            while True:
+                done[i] = True
+                j = int(order[i])
+                if j == start:
+                    s.Qt[r0 + i].copy_(spare)
+                    break
+                s.Qt[r0 + i].copy_(s.Qt[r0 + j])
+                i = j
+        del spare
 
     def _rotate(self, r0: int, m: int, S: np.ndarray) -> None:
         """Rows ``[r0, r0 + c)`` of the buffer become ``S^T`` times rows ``[r0, r0 + m)``,
@@ -768,6 +821,7 @@ class _DeflatedLanczos:
         self.hs = np.empty(0, dtype=np.int64)
         self.count_guess = 0
         self.invariant = False
+        self.hopeless = False
         self.result_values = np.empty(0)
         self.result_steps = np.empty(0, dtype=np.int64)
         self.analyses = 0
@@ -778,51 +832,76 @@ class _DeflatedLanczos:
 
     # -------------------------------------------------------------- recurrence
 
-    def _start(self) -> Tensor:
+    def _buffers(self) -> None:
+        """The working vectors, allocated once (no temporaries of length n in the loop): the
+        three Lanczos vectors in float64, and casts to the operator's dtype when it differs."""
+        s = self.s
+        f64 = torch.float64
+        self.vecs = [torch.empty(s.n, dtype=f64, device=s.device) for _ in range(3)]
+        self.cast = None
+        self.cast64 = None
+        if s.dtype != f64:
+            self.cast = torch.empty(s.n, dtype=s.dtype, device=s.device)
+            self.cast64 = torch.empty(s.n, dtype=f64, device=s.device)
+
+    def _release(self) -> None:
+        self.vecs, self.cast, self.cast64 = [], None, None
+        _release_free_memory()
+
+    def _start(self, q: Tensor) -> None:
+        """The start vector (the same random draw on every pass), off Y, normalized, in q."""
         s = self.s
         s.gen.set_state(self.start_state)
-        q = s.random()
-        q = self._deflate(self._deflate(q))
-        return q / torch.linalg.vector_norm(q)
+        q.copy_(s.random())
+        self._deflate(q)
+        self._deflate(q)
+        q.div_(torch.linalg.vector_norm(q))
 
-    def _deflate(self, w: Tensor) -> Tensor:
-        """``w - Y (Y^T w)`` (in place)."""
+    def _deflate(self, w: Tensor) -> None:
+        """``w <- w - Y (Y^T w)`` in place."""
         if self.Y.shape[0] == 0:
-            return w
+            return
         if self.Y.dtype == torch.float64:
             c = self.Y @ w
-            return w.addmv_(self.Y.T, c, alpha=-1)
-        w32 = w.to(self.Y.dtype)
-        c = self.Y @ w32
-        del w32
-        return w.sub_((self.Y.T @ c).to(torch.float64))
+            w.addmv_(self.Y.T, c, alpha=-1)
+            return
+        assert self.cast is not None and self.cast64 is not None
+        self.cast.copy_(w)
+        c = self.Y @ self.cast
+        torch.mv(self.Y.T, c, out=self.cast)
+        self.cast64.copy_(self.cast)
+        w.sub_(self.cast64)
 
-    def _step(self, q: Tensor, q_prev: Tensor | None, beta_prev: float) -> tuple[Tensor, float]:
-        """One step: returns the unnormalized next vector and alpha."""
+    def _step(self, q: Tensor, q_prev: Tensor | None, beta_prev: float, w: Tensor) -> float:
+        """One step: the unnormalized next vector into ``w``; returns alpha."""
         s = self.s
-        x = q.to(s.dtype)
-        w = s.product(x[:, None])[:, 0].to(torch.float64)
-        del x
+        if self.cast is None:
+            w.copy_(s.product(q[:, None])[:, 0])
+        else:
+            self.cast.copy_(q)
+            w.copy_(s.product(self.cast[:, None])[:, 0])
         if q_prev is not None:
             w.add_(q_prev, alpha=-beta_prev)
         alpha = float(q @ w)
         w.add_(q, alpha=-alpha)
-        w = self._deflate(w)
+        self._deflate(w)
         correction = float(q @ w)  # local reorthogonalization against q
         w.add_(q, alpha=-correction)
-        return w, alpha + correction
+        return alpha + correction
 
     def run(self, wanted: int) -> tuple[np.ndarray, np.ndarray]:
         """Steps until the top ``wanted`` values are converged or the products run out."""
         s = self.s
         self.wanted = wanted
-        q = self._start()
+        self._buffers()
+        q, w, spare = self.vecs
+        self._start(q)
         q_prev: Tensor | None = None
         beta_prev = 0.0
         analysed_at, analysis_cost, step_time = 0, 0.0, 0.0
         while s.matvecs < s.max_matvecs:
             started = time.perf_counter()
-            w, alpha = self._step(q, q_prev, beta_prev)
+            alpha = self._step(q, q_prev, beta_prev, w)
             beta = float(torch.linalg.vector_norm(w))
             j = self.m
             self.alpha[j], self.beta[j] = alpha, beta
@@ -832,7 +911,9 @@ class _DeflatedLanczos:
                 self.invariant = True  # an invariant subspace: T's eigenvalues are exact
                 self.beta[j] = 0.0
                 break
-            q_prev, q, beta_prev = q, w.div_(beta), beta
+            w.div_(beta)
+            # rotate: the old q_prev's storage takes the next w
+            q_prev, q, w, beta_prev = q, w, (q_prev if q_prev is not None else spare), beta
             step_time += time.perf_counter() - started
             added = self.m - analysed_at
             if added >= _ANALYSIS_MIN_STEP and (
@@ -842,9 +923,13 @@ class _DeflatedLanczos:
                 values, bounds, done = self.analyze()
                 analysis_cost = time.perf_counter() - started
                 analysed_at, step_time = self.m, 0.0
-                if done:
+                if done and not self.hopeless:
+                    self._release()
                     return values, bounds
-        del q, q_prev
+                if done:
+                    break  # the rounding floor stops the rest: bounds for all, then stop
+        del q, q_prev, w, spare
+        self._release()
         values, bounds, _ = self.analyze(final=True)
         return values, bounds
 
@@ -853,7 +938,8 @@ class _DeflatedLanczos:
     def tolerances(self, m: int) -> tuple[float, float]:
         """(copy tolerance, isolation distance) at step m."""
         s = self.s
-        copy = _COPY_TOL * math.sqrt(m) * s.eps1 * max(s.scale, 1e-300)
+        eps = torch.finfo(s.dtype).eps
+        copy = _COPY_TOL * math.sqrt(m) * eps * max(s.scale, 1e-300)
         return copy, _ISOLATION * copy
 
     def spurious_tol(self, m: int) -> float:
@@ -931,6 +1017,11 @@ class _DeflatedLanczos:
         rho = float(np.linalg.norm(Tv - value * vec))
         return vec, value, rho
 
+    def floor(self, m: int) -> float:
+        """The part of the bound at step m that no convergence removes (rounding, Weyl)."""
+        s = self.s
+        return _PAIGE_FACTOR * math.sqrt(m) * s.eps1 * max(s.scale, 1e-300) + self.weyl
+
     def certify(self, m: int, theta: float) -> tuple[float, float]:
         """(value, bound) of the Ritz value near ``theta`` of T_m (module docstring)."""
         s = self.s
@@ -968,10 +1059,11 @@ class _DeflatedLanczos:
         value, bound = self.certify(found, float(near[0]))
         return value, bound, found
 
-    def _groups(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Eigenvalues of T_m from the top (descending), and the start and end indices of
-        its good groups of copies (spurious simple values removed), enough for ``wanted``."""
-        count = max(self.count_guess, 2 * self.wanted + 20)
+    def _groups(self, m: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The top ``limit`` eigenvalues of T_m at most (descending), and the start and end
+        indices of its good groups of copies (spurious simple values removed), enough for
+        ``wanted`` when they exist."""
+        count = min(max(self.count_guess, 2 * self.wanted + 20), limit)
         while True:
             theta = self.ritz_top(m, count)
             self.s.scale = max(self.s.scale, abs(float(theta[0])))
@@ -990,10 +1082,10 @@ class _DeflatedLanczos:
                 hat = self.ritz_window(m, lo, hi, hat=True, every=every)
                 spurious = self.spurious_tol(m)
                 good[simple[_distance_to(hat, theta[starts[simple]]) <= spurious]] = False
-            if good.sum() > self.wanted or count >= m:
+            if good.sum() > self.wanted or count >= limit:
                 self.count_guess = count
                 return theta, starts[good], ends[good]
-            count = min(m, 2 * count)
+            count = min(limit, 2 * count)
 
     def analyze(self, final: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
         """The top ``wanted`` good values of T_m with bounds, and whether all converged."""
@@ -1002,7 +1094,7 @@ class _DeflatedLanczos:
         self.analyses += 1
         m = self.m
         s.scale = max(s.scale, abs(self.smallest(m)))
-        theta, starts, ends = self._groups(m)
+        theta, starts, ends = self._groups(m, m)
         copy, iso = self.tolerances(m)
         # distance to the neighbouring good groups: how far a certificate may be matched
         lows = np.concatenate([[np.inf], theta[ends - 1], [-np.inf]])
@@ -1032,17 +1124,20 @@ class _DeflatedLanczos:
                     values[g], bounds[g], steps[g] = self.hv[best], self.hb[best], self.hs[best]
         scale = max(s.scale, 1e-300)
         passing = s.criterion.passes(bounds, values, scale)
+        # no certificate at this step or later can pass where the rounding terms alone fail
+        floor = self.floor(m)
+        reachable = s.criterion.thresholds(centers, scale) >= floor
         failures = 0
         new_v, new_b, new_s, replace = [], [], [], []
         for g in range(count):
-            if passing[g]:
+            if passing[g] or (not reachable[g] and not final):
                 continue
             if sizes[g] == 1 and gaps[g] >= iso:
                 if failures >= _FAIL_CUTOFF and not final:
                     continue
                 value, bound = self.certify(m, float(centers[g]))
                 step = m
-            elif sizes[g] > 1 and matched[g] < 0:
+            elif sizes[g] > 1 and matched[g] < 0 and reachable[g]:
                 found = self._retro(float(centers[g]))
                 if found is None:
                     continue
@@ -1064,11 +1159,33 @@ class _DeflatedLanczos:
                 self.hv = np.append(self.hv, value)
                 self.hb = np.append(self.hb, bound)
                 self.hs = np.append(self.hs, step)
+        if final and count < self.wanted:  # too few good groups: the next Ritz values
+            used = np.zeros(theta.size, dtype=bool)
+            for a, b in zip(starts, ends):
+                used[a:b] = True
+            extra = theta[~used][: self.wanted - count]
+            values = np.concatenate([values, extra])
+            bounds = np.concatenate([bounds, np.full(extra.size, np.inf)])
+            steps = np.concatenate([steps, np.full(extra.size, m, dtype=np.int64)])
+            order = np.argsort(-values, kind="stable")
+            values, bounds, steps = values[order], bounds[order], steps[order]
+        # no certificate: the trivial bound (every Ritz value lies in [lambda_min, lambda_max])
+        bounds = np.where(np.isfinite(bounds), bounds, 2 * scale)
         self.result_values, self.result_steps = values, steps
         ok = s.criterion.passes(bounds, values, scale)
         s.update_progress(s.L + int(ok.sum()))
+        _release_free_memory()  # the analysis' arrays split freed vectors' heap space
         self.analysis_seconds += time.perf_counter() - started
-        done = count >= self.wanted and bool(ok.all())
+        # at least two steps a wanted value: with fewer, the list could reach the values that
+        # converge at the other end of the spectrum before the middle has Ritz values
+        done = count >= self.wanted and bool(ok.all()) and m >= 2 * self.wanted
+        # the floor grows with m: values it already keeps from passing never will
+        if not final and count >= self.wanted and not ok.all():
+            # values the rounding floor keeps from passing, which have converged as far as
+            # it lets them (copies, or a bound within twice the floor): more steps are waste
+            stuck = ~reachable & ((sizes > 1) | (bounds[:count] <= 2 * floor))
+            self.hopeless = bool((ok[:count] | stuck).all())
+            done = self.hopeless
         return values, bounds, done
 
     # -------------------------------------------------------------- second pass
@@ -1087,16 +1204,25 @@ class _DeflatedLanczos:
         St = torch.as_tensor(S, dtype=s.dtype, device=s.device)
         acc = s.Qt[s.L : s.L + len(indices)]
         acc.zero_()
-        q = self._start()
+        self._buffers()
+        q, w, spare = self.vecs
+        self._start(q)
         q_prev: Tensor | None = None
         beta_prev = 0.0
         for j in range(top):
-            acc.addr_(St[:, j], q.to(s.dtype))
+            if self.cast is None:
+                acc.addr_(St[:, j], q)
+            else:
+                self.cast.copy_(q)
+                acc.addr_(St[:, j], self.cast)
             if j == top - 1:
                 break
-            w, alpha = self._step(q, q_prev, beta_prev)
+            alpha = self._step(q, q_prev, beta_prev, w)
             beta = float(torch.linalg.vector_norm(w))
             deviation = max(abs(alpha - self.alpha[j]), abs(beta - self.beta[j]))
             self.rebuild_deviation = max(self.rebuild_deviation, deviation)
-            q_prev, q, beta_prev = q, w.div_(beta), beta
+            w.div_(beta)
+            q_prev, q, w, beta_prev = q, w, (q_prev if q_prev is not None else spare), beta
+        del q, q_prev, w, spare
+        self._release()
         return len(indices)
