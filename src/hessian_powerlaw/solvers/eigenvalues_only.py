@@ -149,8 +149,10 @@ _ALL_EIGENVALUES = 8
 # the Cullum-Willoughby test's tolerance in units of eps * ||T_m|| (spurious values are within
 # rounding of an eigenvalue of T-hat; good ones measured 3.9e-12 and more away at ||T|| = 0.05)
 _SPURIOUS_TOL = 100.0
+# steps examined by a retro search for the best certificate of a value with copies
+_RETRO_STEPS = 32
 # bytes of bookkeeping per Lanczos step (coefficients, analysis scratch) and a fixed margin
-_BYTES_PER_STEP = 256
+_BYTES_PER_STEP = 128
 _FIXED_BYTES = 4 << 20
 
 
@@ -508,6 +510,8 @@ class _Solver:
                 certifications=phase2.certifications,
                 retros=phase2.retros,
                 stopped_at_floor=phase2.hopeless,
+                ghost_copies=phase2.copies,
+                spurious_removed=phase2.spurious,
             )
         elif self.L < self.k:  # budget spent in phase 1: what is left is unconverged
             pass
@@ -822,6 +826,9 @@ class _DeflatedLanczos:
         self.count_guess = 0
         self.invariant = False
         self.hopeless = False
+        self.copies = 0
+        self.spurious = 0
+        self.retro_values: list[float] = []
         self.result_values = np.empty(0)
         self.result_steps = np.empty(0, dtype=np.int64)
         self.analyses = 0
@@ -1031,33 +1038,63 @@ class _DeflatedLanczos:
         noise = math.sqrt(m) * (rho + s.eps1 * max(s.scale, 1e-300))
         return value, _PAIGE_FACTOR * (delta + noise) + self.weyl
 
+    def _simple_at(self, m: int, center: float) -> tuple[int, tuple[float, float, int] | None]:
+        """How many Ritz values of T_m lie within the isolation distance of ``center``, and
+        when exactly one does and it is good: its (value, bound, m)."""
+        copy, iso = self.tolerances(m)
+        near = self.ritz_window(m, center - iso, center + iso)
+        if near.size != 1:
+            return near.size, None
+        hat = self.ritz_window(m, float(near[0]) - copy, float(near[0]) + copy, hat=True)
+        if hat.size and _distance_to(hat, near)[0] <= self.spurious_tol(m):
+            return 1, None  # spurious at that step
+        # the isolation of the certified value: no other Ritz value within iso (checked)
+        value, bound = self.certify(m, float(near[0]))
+        return 1, (value, bound, m)
+
     def _retro(self, center: float) -> tuple[float, float, int] | None:
-        """Certify a value that already has copies at the last earlier step where it was a
-        simple, isolated, good Ritz value (bisection on the step)."""
+        """Certify a value that already has copies at an earlier step where it was a simple,
+        isolated, good Ritz value: the last such step (bisection on the step), then up to
+        ``_RETRO_STEPS`` earlier steps, for the smallest bound (a copy forming nearby mixes
+        into the vector and raises the bound shortly before it appears)."""
         self.retros += 1
-        lo, hi = 1, self.m
-        found = None
+        self.retro_values.append(center)
+        lo, hi, last = 1, self.m, None
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            _, iso = self.tolerances(mid)
-            near = self.ritz_window(mid, center - iso, center + iso)
-            if near.size >= 2:
+            count = self._count_near(mid, center)
+            if count >= 2:
                 hi = mid
             else:
                 lo = mid
-                if near.size == 1:
-                    found = mid
-        if found is None:
+                if count == 1:
+                    last = mid
+        if last is None:
             return None
-        copy, iso = self.tolerances(found)
-        near = self.ritz_window(found, center - iso, center + iso)
-        if near.size != 1:
-            return None
-        hat = self.ritz_window(found, float(near[0]) - iso, float(near[0]) + iso, hat=True)
-        if hat.size and _distance_to(hat, near)[0] <= self.spurious_tol(found):
-            return None  # spurious at that step
-        value, bound = self.certify(found, float(near[0]))
-        return value, bound, found
+        best = None
+        stride = max(1, last // (4 * _RETRO_STEPS))
+        rising = 0
+        for m in range(last, 0, -stride)[:_RETRO_STEPS]:
+            count, found = self._simple_at(m, center)
+            if count == 0:
+                break  # before the value converged
+            if found is None or abs(found[0] - center) > found[1]:
+                continue
+            if best is None or found[1] < best[1]:
+                best, rising = found, 0
+            else:
+                rising += 1
+                if rising >= _RETRO_STEPS // 4:
+                    break
+        return best
+
+    def _retried(self, center: float, copy: float) -> bool:
+        """Whether a retro search was already made for this value (one is enough)."""
+        return any(abs(v - center) <= copy for v in self.retro_values)
+
+    def _count_near(self, m: int, center: float) -> int:
+        _, iso = self.tolerances(m)
+        return int(self.ritz_window(m, center - iso, center + iso).size)
 
     def _groups(self, m: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The top ``limit`` eigenvalues of T_m at most (descending), and the start and end
@@ -1084,6 +1121,7 @@ class _DeflatedLanczos:
                 good[simple[_distance_to(hat, theta[starts[simple]]) <= spurious]] = False
             if good.sum() > self.wanted or count >= limit:
                 self.count_guess = count
+                self.spurious = int((~good).sum())
                 return theta, starts[good], ends[good]
             count = min(limit, 2 * count)
 
@@ -1104,6 +1142,7 @@ class _DeflatedLanczos:
         good_gaps = good_gaps[: self.wanted]
         count = starts.size
         sizes = ends - starts
+        self.copies = int((sizes - 1).sum())  # ghosts merged into the wanted values
         centers = np.array([theta[a:b].mean() for a, b in zip(starts, ends)])
         widths = np.array([theta[a] - theta[b - 1] for a, b in zip(starts, ends)])
         # distance to any other Ritz value (Paige's isolation, for certifying)
@@ -1137,7 +1176,7 @@ class _DeflatedLanczos:
                     continue
                 value, bound = self.certify(m, float(centers[g]))
                 step = m
-            elif sizes[g] > 1 and matched[g] < 0 and reachable[g]:
+            elif sizes[g] > 1 and reachable[g] and not self._retried(float(centers[g]), copy):
                 found = self._retro(float(centers[g]))
                 if found is None:
                     continue
