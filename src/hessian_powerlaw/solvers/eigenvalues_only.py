@@ -460,7 +460,8 @@ class _Result:
 
 class _Solver:
     """One solve: phase 1 (thick restart with locking in the buffer), phase 2 (deflated
-    eigenvalues-only Lanczos), and the optional second pass for eigenvectors."""
+    eigenvalues-only Lanczos), and the optional second pass for eigenvectors.
+    """
 
     def __init__(
         self,
@@ -547,7 +548,8 @@ class _Solver:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rayleigh quotients ``rho`` and residuals ``||H y - rho y||`` (unit y) of rows
         ``[r0, r1)`` of the buffer, one block of products at a time (``at``: residuals at
-        these values instead of rho); the rows are normalized in place."""
+        these values instead of rho); the rows are normalized in place.
+        """
         rhos, residuals = [], []
         for a in range(r0, r1, _CERT_BLOCK):
             b = min(a + _CERT_BLOCK, r1)
@@ -587,7 +589,8 @@ class _Solver:
     ) -> np.ndarray:
         """Eigenvectors of the ``chosen`` results (solver indices): locked rows as they are,
         phase-2 ones rebuilt by the second pass and certified by one product each; a
-        bound improves where the rebuilt vector's residual at the value is smaller."""
+        bound improves where the rebuilt vector's residual at the value is smaller.
+        """
         out = np.empty((self.n, chosen.size), dtype=_numpy_dtype(self.dtype))
         rebuild = [(col, int(i)) for col, i in enumerate(chosen) if i >= self.L]
         for col, i in enumerate(chosen):
@@ -717,7 +720,8 @@ class _ThickRestart:
 
     def restart(self, final: bool) -> None:
         """Rayleigh-Ritz of the active basis; lock the certified converged wanted pairs,
-        keep the best others (none when ``final``) and continue from the pending vector."""
+        keep the best others (none when ``final``) and continue from the pending vector.
+        """
         s = self.s
         m, L = self.m, s.L
         if m == 0:
@@ -770,7 +774,8 @@ class _ThickRestart:
 
     def _permute_rows(self, r0: int, order: np.ndarray) -> None:
         """Row ``r0 + i`` of the buffer becomes row ``r0 + order[i]``, by cycles of swaps
-        through one spare row (no block copy)."""
+        through one spare row (no block copy).
+        """
         s = self.s
         done = np.zeros(order.size, dtype=bool)
         spare = torch.empty(s.n, dtype=s.dtype, device=s.device)
@@ -792,7 +797,8 @@ class _ThickRestart:
 
     def _rotate(self, r0: int, m: int, S: np.ndarray) -> None:
         """Rows ``[r0, r0 + c)`` of the buffer become ``S^T`` times rows ``[r0, r0 + m)``,
-        a chunk of columns at a time (each chunk is read before it is overwritten)."""
+        a chunk of columns at a time (each chunk is read before it is overwritten).
+        """
         s = self.s
         St = torch.as_tensor(np.ascontiguousarray(S.T), dtype=s.dtype, device=s.device)
         c = St.shape[0]
@@ -803,7 +809,8 @@ class _ThickRestart:
 
 class _DeflatedLanczos:
     """Phase 2: the three-term recurrence in float64 on ``P H P`` (P projects off the locked
-    rows of the buffer), with the analysis of ``T`` described in the module docstring."""
+    rows of the buffer), with the analysis of ``T`` described in the module docstring.
+    """
 
     def __init__(self, s: _Solver) -> None:
         self.s = s
@@ -841,7 +848,8 @@ class _DeflatedLanczos:
 
     def _buffers(self) -> None:
         """The working vectors, allocated once (no temporaries of length n in the loop): the
-        three Lanczos vectors in float64, and casts to the operator's dtype when it differs."""
+        three Lanczos vectors in float64, and casts to the operator's dtype when it differs.
+        """
         s = self.s
         f64 = torch.float64
         self.vecs = [torch.empty(s.n, dtype=f64, device=s.device) for _ in range(3)]
@@ -953,14 +961,16 @@ class _DeflatedLanczos:
         """Cullum-Willoughby: a simple eigenvalue of T_m this close to one of T_m without its
         first row and column is spurious (its eigenvector has no weight on the start
         vector); the distance is ``beta_1 |s_1| |s_1_hat|``, which for good values is far
-        above the eigenvalues' own accuracy, a few units of ``eps ||T_m||``."""
+        above the eigenvalues' own accuracy, a few units of ``eps ||T_m||``.
+        """
         a = self.alpha[:m]
         norm = float(np.abs(a).max() + 2 * np.abs(self.beta[: m - 1]).max(initial=0.0))
         return _SPURIOUS_TOL * np.finfo(np.float64).eps * max(norm, 1e-300)
 
     def ritz_top(self, m: int, count: int) -> np.ndarray:
         """The ``count`` largest eigenvalues of T_m, descending: bisection for a few, all of
-        them by ``sterf`` (O(m^2), unharmed by clusters of copies) for many."""
+        them by ``sterf`` (O(m^2), unharmed by clusters of copies) for many.
+        """
         a, b = self.alpha[:m], self.beta[: m - 1]
         count = min(count, m)
         if m == 1:
@@ -975,7 +985,8 @@ class _DeflatedLanczos:
         self, m: int, lo: float, hi: float, hat: bool = False, every: bool = False
     ) -> np.ndarray:
         """Eigenvalues of T_m (``hat``: T_m without its first row and column) in [lo, hi]
-        (``every``: computed from all of them, for windows holding a large share)."""
+        (``every``: computed from all of them, for windows holding a large share).
+        """
         a, b = self.alpha[:m], self.beta[: m - 1]
         if hat:
             a, b = a[1:], b[1:]
@@ -995,7 +1006,8 @@ class _DeflatedLanczos:
 
     def ritz_vector(self, m: int, theta: float) -> tuple[np.ndarray, float, float]:
         """Unit eigenvector s of T_m for the eigenvalue near ``theta`` by inverse iteration
-        (LAPACK ``gtsv``, partial pivoting), its Rayleigh quotient and ``||T s - value s||``."""
+        (LAPACK ``gtsv``, partial pivoting), its Rayleigh quotient and ``||T s - value s||``.
+        """
         a, b = self.alpha[:m], self.beta[: m - 1]
         if m == 1:
             return np.ones(1), float(a[0]), 0.0
@@ -1040,7 +1052,8 @@ class _DeflatedLanczos:
 
     def _simple_at(self, m: int, center: float) -> tuple[int, tuple[float, float, int] | None]:
         """How many Ritz values of T_m lie within the isolation distance of ``center``, and
-        when exactly one does and it is good: its (value, bound, m)."""
+        when exactly one does and it is good: its (value, bound, m).
+        """
         copy, iso = self.tolerances(m)
         near = self.ritz_window(m, center - iso, center + iso)
         if near.size != 1:
@@ -1056,7 +1069,8 @@ class _DeflatedLanczos:
         """Certify a value that already has copies at an earlier step where it was a simple,
         isolated, good Ritz value: the last such step (bisection on the step), then up to
         ``_RETRO_STEPS`` earlier steps, for the smallest bound (a copy forming nearby mixes
-        into the vector and raises the bound shortly before it appears)."""
+        into the vector and raises the bound shortly before it appears).
+        """
         self.retros += 1
         self.retro_values.append(center)
         lo, hi, last = 1, self.m, None
@@ -1099,7 +1113,8 @@ class _DeflatedLanczos:
     def _groups(self, m: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The top ``limit`` eigenvalues of T_m at most (descending), and the start and end
         indices of its good groups of copies (spurious simple values removed), enough for
-        ``wanted`` when they exist."""
+        ``wanted`` when they exist.
+        """
         count = min(max(self.count_guess, 2 * self.wanted + 20), limit)
         while True:
             theta = self.ritz_top(m, count)
@@ -1232,7 +1247,8 @@ class _DeflatedLanczos:
     def rebuild(self, indices: list[int]) -> int:
         """Regenerate the Lanczos vectors and accumulate the Ritz vectors of the results
         ``indices`` (phase-2 order) into rows ``[L, L + len(indices))`` of the buffer, each
-        from the step at which its value was certified; returns the number of rows."""
+        from the step at which its value was certified; returns the number of rows.
+        """
         s = self.s
         steps = [int(self.result_steps[i]) for i in indices]
         top = max(steps)
