@@ -88,3 +88,29 @@ def test_parse_bytes(text: str | int, value: int) -> None:
 def test_parse_bytes_refuses_what_is_not_a_size(bad: object) -> None:
     with pytest.raises(UserInputError, match="memory_budget"):
         parse_bytes(bad)  # type: ignore[arg-type]
+
+
+def test_a_budget_below_the_basis_falls_back_to_eigenvalues_only(capsys) -> None:
+    """n = 100,000, k = 100 in 40 MiB (the smallest lean basis needs 144 MiB): the
+    eigenvalues-only mode serves a values-only request, announced before any product; all of
+    the top 100 are found once, each within its bound. Asked for eigenvectors, the same
+    budget is one clear error before any product."""
+    from tests.test_eigenvalues_only import Diagonal, power_law
+
+    n, k, budget = 100_000, 100, 40 * 2**20
+    values = power_law(n, top=200)
+    op = Diagonal(values)
+    spec = top_eigenpairs(op, k=k, tol=1e-8, memory_budget=budget, progress=True)
+    assert spec.method == "lanczos-eigenvalues-only"
+    assert spec.memory_bytes is not None and spec.memory_bytes <= budget
+    assert spec.eigenvectors is None and spec.eigenvalues.size == k
+    assert spec.all_converged
+    truth = np.sort(values)[::-1][:k]
+    bounds = spec.residuals * spec.scale
+    assert np.all(np.abs(spec.eigenvalues - truth) <= bounds)
+    assert "memory budget: lanczos-eigenvalues-only" in capsys.readouterr().err
+    with pytest.raises(UserInputError, match="eigenvalues-only mode.*cannot give eigenvectors"):
+        top_eigenpairs(op, k=k, memory_budget=budget, return_vectors=True)
+    with pytest.raises(UserInputError, match="eigenvalues-only mode more than that budget"):
+        top_eigenpairs(op, k=k, memory_budget="4MiB")
+    assert op.num_matvecs == spec.num_matvecs  # the refusals took no product

@@ -41,8 +41,10 @@ iteration continues from ``Q_next``, which is orthogonal to them. Memory therefo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,8 +166,12 @@ def top_eigenpairs(
             take; default: half the free memory of the operator's device. Chosen before
             any product (see :mod:`hessian_powerlaw.solvers.memory`): the basis and its
             products when they fit; else the basis alone ("block-lanczos-lean": ``k`` more
-            products certify the final pairs), with a smaller basis if need be; a request
-            that nothing fits is a UserInputError. ``Spectrum.method`` and
+            products certify the final pairs), with a smaller basis if need be; else, when
+            neither eigenvectors nor a checkpoint are asked for and ``which`` is one end,
+            :func:`~hessian_powerlaw.solvers.eigenvalues_only.lanczos_eigenvalues` (no
+            basis; eigenvalues with finite-precision error bounds). A request that nothing
+            fits is a UserInputError. With ``progress`` a method other than the first is
+            announced on stderr before any product. ``Spectrum.method`` and
             ``Spectrum.memory_bytes`` record the choice.
 
     Returns:
@@ -189,12 +195,28 @@ def top_eigenpairs(
             f"basis_size={m_max} is too small for k={k} and block {p}; use at least {k_want + p}"
         )
     m_max = min(m_max, n)
+    max_matvecs_given = max_matvecs is not None
     if max_matvecs is None:
         max_matvecs = max(2000, 20 * (k + p))
     if max_matvecs < p:
         raise UserInputError(f"max_matvecs={max_matvecs} is below one block ({p}); raise it")
 
-    plan = _plan(n, k_want, p, m_max, basis_size is not None, op.dtype, op.device, memory_budget)
+    # the eigenvalues-only mode keeps no basis: no eigenvectors, no checkpoint, one side
+    values_only: tuple[int, int | None] | str = (k, max_matvecs if max_matvecs_given else None)
+    if return_vectors or checkpoint is not None or which == "both":
+        values_only = (
+            "eigenvectors" if return_vectors
+            else "a checkpoint" if checkpoint is not None
+            else 'which="both"'
+        )  # fmt: skip
+    plan = _plan(
+        n, k_want, p, m_max, basis_size is not None, op.dtype, op.device, memory_budget,
+        values_only,
+    )  # fmt: skip
+    if progress and plan.method != "block-lanczos":  # say before any product what runs
+        print(f"memory budget: {plan.describe()}", file=sys.stderr)
+    if plan.method == _VALUES_ONLY:
+        return _eigenvalues_only(op, k, tol, which, plan, seed, progress, criterion, values_only)
     m_max, lean = plan.basis_size, plan.method == "block-lanczos-lean"
     if lean and max_matvecs < k + p:
         raise UserInputError(
@@ -278,6 +300,9 @@ def _validate(n: int, k: int, tol: float, which: str, dtype: torch.dtype) -> Non
         )
 
 
+_VALUES_ONLY = "lanczos-eigenvalues-only"  # eigenvalues_only.METHOD (imported lazily)
+
+
 def _plan(
     n: int,
     k_want: int,
@@ -287,8 +312,14 @@ def _plan(
     dtype: torch.dtype,
     device: Any,
     memory_budget: int | str | None,
+    values_only: tuple[int, int | None] | str = "not asked",
 ) -> memory.Plan:
-    """The first method that fits the budget (see :mod:`hessian_powerlaw.solvers.memory`)."""
+    """The first method that fits the budget (see :mod:`hessian_powerlaw.solvers.memory`).
+
+    ``values_only`` is ``(k, max_matvecs)`` when the eigenvalues-only mode may serve the
+    request (no eigenvectors, no checkpoint, one end of the spectrum), else what the request
+    asks for that it cannot give.
+    """
     device = torch.device(device)
     budget = (
         memory.default_budget(device)
@@ -311,12 +342,52 @@ def _plan(
             low, high = (middle, high) if needs(middle, True) <= budget else (low, middle)
         return memory.Plan("block-lanczos-lean", low, needs(low, True), budget)
     least = needs(m_max if basis_fixed else smallest, True)
+    if isinstance(values_only, str):
+        why = f"; the eigenvalues-only mode, which needs no basis, cannot give {values_only}"
+    else:
+        from hessian_powerlaw.solvers import eigenvalues_only
+
+        k, max_matvecs = values_only
+        try:
+            peak = eigenvalues_only.eigenvalues_only_memory(
+                n, k, dtype, memory_budget=budget, max_matvecs=max_matvecs
+            )
+        except UserInputError:
+            why = ", and the eigenvalues-only mode more than that budget"
+        else:
+            return memory.Plan(_VALUES_ONLY, 0, peak, budget)
     raise UserInputError(
         f"memory_budget of {memory.format_bytes(budget)} is too small: the basis of "
         f"{m_max if basis_fixed else smallest} vectors of length {n} needs about "
-        f"{memory.format_bytes(least)}; raise the budget (--memory), lower k, or use a "
+        f"{memory.format_bytes(least)}{why}; raise the budget (--memory), lower k, or use a "
         "float32 operator"
     )
+
+
+def _eigenvalues_only(
+    op: Any,
+    k: int,
+    tol: float,
+    which: str,
+    plan: memory.Plan,
+    seed: int,
+    progress: bool,
+    criterion: str,
+    values_only: tuple[int, int | None],
+) -> Spectrum:
+    """The request served by the eigenvalues-only mode (no basis, no eigenvectors)."""
+    from hessian_powerlaw.solvers import eigenvalues_only
+
+    if distributed.world_size() > 1:
+        raise UserInputError(
+            f"{plan.describe()} is not supported under torch.distributed with several ranks; "
+            "raise the budget (--memory) so that the block solver's basis fits"
+        )
+    spectrum = eigenvalues_only.lanczos_eigenvalues(
+        op, k, tol=tol, which=which, max_matvecs=values_only[1], memory_budget=plan.budget,
+        seed=seed, progress=progress, criterion=criterion,
+    )  # fmt: skip
+    return dataclasses.replace(spectrum, memory_bytes=plan.bytes)
 
 
 # default columns per block by device type: what benchmarks/bench_topk.py found fastest; on a

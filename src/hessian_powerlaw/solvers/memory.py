@@ -10,7 +10,10 @@ chooses, before any product is taken, the first method that fits:
    the operator to them once more (``k`` extra products), restarts use the Lanczos
    residual estimates;
 3. the same with a smaller basis (more restarts, more products), down to ``k + extra + p``;
-4. ``"lanczos-eigenvalues-only"`` when it is available: no stored basis at all.
+4. ``"lanczos-eigenvalues-only"`` (:mod:`hessian_powerlaw.solvers.eigenvalues_only`) when
+   no eigenvectors, no checkpoint and one end of the spectrum are asked for: no stored basis;
+   the budget holds the top eigenvectors it locks, the rest are found by a deflated
+   three-term recurrence with finite-precision bounds (``basis_size`` 0 in the plan).
 
 A request that no method can serve is refused in one line before any work.
 """
@@ -111,8 +114,9 @@ class Plan:
 
     def describe(self) -> str:
         """One line for users: the method, its memory and the budget."""
+        basis = f" (basis {self.basis_size})" if self.basis_size else ""
         return (
-            f"{self.method} (basis {self.basis_size}), about {format_bytes(self.bytes)} "
+            f"{self.method}{basis}, about {format_bytes(self.bytes)} "
             f"of a {format_bytes(self.budget)} budget"
         )
 
