@@ -57,9 +57,7 @@ def rows_budget(
     n: int, k: int, rows: int, dtype=torch.float64, vectors: int = 0, max_matvecs=None
 ) -> int:
     """A budget that leaves ``rows`` vectors for locking beside the working memory."""
-    plan = memory_plan(
-        n, k, dtype, memory_budget=1 << 50, vectors=vectors, max_matvecs=max_matvecs
-    )
+    plan = memory_plan(n, k, dtype, memory_budget=1 << 50, vectors=vectors, max_matvecs=max_matvecs)
     isz = torch.empty((), dtype=dtype).element_size()
     return plan.work_bytes + plan.fixed_bytes + (rows + vectors) * n * isz
 
@@ -184,7 +182,10 @@ def test_explicit_hessian_of_a_trained_digits_mlp() -> None:
     exact = torch.linalg.eigvalsh(explicit_hessian(model, criterion, batches)).numpy()
     op = HessianOperator(model, criterion, batches)
     spec = lanczos_eigenvalues(
-        op, 60, tol=1e-6, memory_budget=rows_budget(op.n, 60, 10, max_matvecs=4000),
+        op,
+        60,
+        tol=1e-6,
+        memory_budget=rows_budget(op.n, 60, 10, max_matvecs=4000),
         max_matvecs=4000,
     )
     assert spec.num_converged >= 55 and spec.num_data_passes is not None

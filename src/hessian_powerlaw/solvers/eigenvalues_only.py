@@ -140,7 +140,7 @@ _COL_CHUNK = 8192
 # or once its last duration is below _ANALYSIS_SHARE of the steps' time since; after
 # _FAIL_CUTOFF certifications in a row that do not pass, the values below wait for the next
 _ANALYSIS_MIN_STEP = 50
-_ANALYSIS_GROWTH = 0.25
+_ANALYSIS_GROWTH = 0.1
 _ANALYSIS_SHARE = 0.2
 _FAIL_CUTOFF = 16
 # T's eigenvalues are all computed (sterf) rather than bisected when over 1/_ALL_EIGENVALUES
@@ -149,8 +149,13 @@ _ALL_EIGENVALUES = 8
 # the Cullum-Willoughby test's tolerance in units of eps * ||T_m|| (spurious values are within
 # rounding of an eigenvalue of T-hat; good ones measured 3.9e-12 and more away at ||T|| = 0.05)
 _SPURIOUS_TOL = 100.0
+# ... and confirmed by its eigenvector's first component (spurious: 1e-17 and below; good:
+# the start vector's weight on the eigenvector, ~1/sqrt(n); measured 2e-5 and more)
+_FIRST_COMPONENT = 1e-10
 # steps examined by a retro search for the best certificate of a value with copies
 _RETRO_STEPS = 32
+# candidates analysed beyond the wanted count (some turn out to be copies still forming)
+_SPARE_GROUPS = 20
 # bytes of bookkeeping per Lanczos step (coefficients, analysis scratch) and a fixed margin
 _BYTES_PER_STEP = 128
 _FIXED_BYTES = 4 << 20
@@ -513,6 +518,7 @@ class _Solver:
                 stopped_at_floor=phase2.hopeless,
                 ghost_copies=phase2.copies,
                 spurious_removed=phase2.spurious,
+                forming_copies_dropped=phase2.duplicates,
             )
         elif self.L < self.k:  # budget spent in phase 1: what is left is unconverged
             pass
@@ -836,6 +842,7 @@ class _DeflatedLanczos:
         self.copies = 0
         self.spurious = 0
         self.retro_values: list[float] = []
+        self.duplicates = 0
         self.result_values = np.empty(0)
         self.result_steps = np.empty(0, dtype=np.int64)
         self.analyses = 0
@@ -1115,12 +1122,14 @@ class _DeflatedLanczos:
         indices of its good groups of copies (spurious simple values removed), enough for
         ``wanted`` when they exist.
         """
-        count = min(max(self.count_guess, 2 * self.wanted + 20), limit)
+        count = min(max(self.count_guess, 2 * self.wanted + 2 * _SPARE_GROUPS), limit)
         while True:
             theta = self.ritz_top(m, count)
             self.s.scale = max(self.s.scale, abs(float(theta[0])))
-            copy, _ = self.tolerances(m)
-            cuts = np.flatnonzero(-np.diff(theta) > copy) + 1
+            copy, iso = self.tolerances(m)
+            # a group: Ritz values closer than the isolation distance (copies, and copies
+            # still forming, which cannot be certified apart)
+            cuts = np.flatnonzero(-np.diff(theta) > iso) + 1
             starts = np.concatenate([[0], cuts]).astype(np.int64)
             ends = np.concatenate([cuts, [theta.size]]).astype(np.int64)
             if count < m:  # the last group may continue below the selection
@@ -1133,15 +1142,33 @@ class _DeflatedLanczos:
                 lo, hi = float(theta[-1]) - copy, float(theta[0]) + copy
                 hat = self.ritz_window(m, lo, hi, hat=True, every=every)
                 spurious = self.spurious_tol(m)
-                good[simple[_distance_to(hat, theta[starts[simple]]) <= spurious]] = False
-            if good.sum() > self.wanted or count >= limit:
+                flagged = simple[_distance_to(hat, theta[starts[simple]]) <= spurious]
+                _, iso = self.tolerances(m)
+                for g in flagged:
+                    # the verdict rests on s_1 being tiny: check it where the eigenvector is
+                    # well defined (isolated; next to a forming copy the two mix)
+                    i = starts[g]
+                    gap = min(
+                        theta[i - 1] - theta[i] if i > 0 else np.inf,
+                        theta[i] - theta[i + 1] if i + 1 < theta.size else np.inf,
+                    )
+                    if gap >= iso:
+                        vec, _, _ = self.ritz_vector(m, float(theta[i]))
+                        good[g] = abs(vec[0]) > _FIRST_COMPONENT
+            if good.sum() > self.wanted + max(_SPARE_GROUPS, self.wanted // 10) or count >= limit:
                 self.count_guess = count
                 self.spurious = int((~good).sum())
                 return theta, starts[good], ends[good]
             count = min(limit, 2 * count)
 
     def analyze(self, final: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
-        """The top ``wanted`` good values of T_m with bounds, and whether all converged."""
+        """The top ``wanted`` good values of T_m with bounds, and whether all converged.
+
+        Candidates are the good groups from the top (a few more than wanted); each gets the
+        best certificate of this or an earlier step. A candidate that has not converged and
+        lies within its own bound (or within the isolation distance) of a converged one is
+        a copy still forming, not another eigenvalue: it is dropped.
+        """
         s = self.s
         started = time.perf_counter()
         self.analyses += 1
@@ -1153,11 +1180,10 @@ class _DeflatedLanczos:
         lows = np.concatenate([[np.inf], theta[ends - 1], [-np.inf]])
         highs = np.concatenate([[np.inf], theta[starts], [-np.inf]])
         good_gaps = np.minimum(lows[:-2] - theta[starts], theta[ends - 1] - highs[2:])
-        starts, ends = starts[: self.wanted], ends[: self.wanted]
-        good_gaps = good_gaps[: self.wanted]
+        take = self.wanted + max(_SPARE_GROUPS, self.wanted // 10)
+        starts, ends, good_gaps = starts[:take], ends[:take], good_gaps[:take]
         count = starts.size
         sizes = ends - starts
-        self.copies = int((sizes - 1).sum())  # ghosts merged into the wanted values
         centers = np.array([theta[a:b].mean() for a, b in zip(starts, ends)])
         widths = np.array([theta[a] - theta[b - 1] for a, b in zip(starts, ends)])
         # distance to any other Ritz value (Paige's isolation, for certifying)
@@ -1169,7 +1195,7 @@ class _DeflatedLanczos:
         matched = np.full(count, -1, dtype=np.int64)
         if self.hv.size and count:
             for g in range(count):
-                close = np.abs(self.hv - centers[g]) <= widths[g] + copy + self.hb
+                close = np.abs(self.hv - centers[g]) <= widths[g] + iso + self.hb
                 close &= self.hb < 0.5 * good_gaps[g]
                 if close.any():
                     idx = np.flatnonzero(close)
@@ -1182,7 +1208,6 @@ class _DeflatedLanczos:
         floor = self.floor(m)
         reachable = s.criterion.thresholds(centers, scale) >= floor
         failures = 0
-        new_v, new_b, new_s, replace = [], [], [], []
         for g in range(count):
             if passing[g] or (not reachable[g] and not final):
                 continue
@@ -1202,17 +1227,30 @@ class _DeflatedLanczos:
             failures = 0 if ok else failures + 1
             if bound < bounds[g]:
                 values[g], bounds[g], steps[g] = value, bound, step
-                new_v.append(value)
-                new_b.append(bound)
-                new_s.append(step)
-                replace.append(int(matched[g]))
-        for value, bound, step, old in zip(new_v, new_b, new_s, replace):
-            if old >= 0:
-                self.hv[old], self.hb[old], self.hs[old] = value, bound, step
+                self._record(value, bound, step, int(matched[g]))
+        passing = s.criterion.passes(bounds, values, scale)
+        keep = np.ones(count, dtype=bool)
+        # two converged values are reported apart only when their bound intervals are
+        # disjoint (then they are near different eigenvalues); the better bound stays
+        accepted: list[int] = []
+        for g in sorted(np.flatnonzero(passing), key=lambda i: bounds[i]):
+            if any(abs(values[g] - values[a]) <= bounds[g] + bounds[a] for a in accepted):
+                keep[g] = False
             else:
-                self.hv = np.append(self.hv, value)
-                self.hb = np.append(self.hb, bound)
-                self.hs = np.append(self.hs, step)
+                accepted.append(g)
+        # copies still forming next to a converged value are not further eigenvalues
+        converged_values = np.sort(values[accepted])
+        for g in np.flatnonzero(~passing):
+            reach = max(iso, bounds[g] if np.isfinite(bounds[g]) else 0.0)
+            if _distance_to(converged_values, values[g])[0] <= reach:
+                keep[g] = False
+        self.duplicates = int((~keep).sum())
+        values, bounds, steps = values[keep], bounds[keep], steps[keep]
+        sizes, reachable = sizes[keep], reachable[keep]
+        values, bounds, steps = values[: self.wanted], bounds[: self.wanted], steps[: self.wanted]
+        sizes, reachable = sizes[: self.wanted], reachable[: self.wanted]
+        count = values.size
+        self.copies = int((sizes - 1).sum())  # ghosts merged into the wanted values
         if final and count < self.wanted:  # too few good groups: the next Ritz values
             used = np.zeros(theta.size, dtype=bool)
             for a, b in zip(starts, ends):
@@ -1233,14 +1271,21 @@ class _DeflatedLanczos:
         # at least two steps a wanted value: with fewer, the list could reach the values that
         # converge at the other end of the spectrum before the middle has Ritz values
         done = count >= self.wanted and bool(ok.all()) and m >= 2 * self.wanted
-        # the floor grows with m: values it already keeps from passing never will
-        if not final and count >= self.wanted and not ok.all():
-            # values the rounding floor keeps from passing, which have converged as far as
-            # it lets them (copies, or a bound within twice the floor): more steps are waste
-            stuck = ~reachable & ((sizes > 1) | (bounds[:count] <= 2 * floor))
-            self.hopeless = bool((ok[:count] | stuck).all())
+        if not final and not done and m >= 2 * self.wanted:
+            # every value still unconverged is kept from passing by the rounding floor,
+            # which grows with m: more steps cannot certify them (float32 products)
+            self.hopeless = bool((ok[:count] | ~reachable[: ok[:count].size]).all())
             done = self.hopeless
         return values, bounds, done
+
+    def _record(self, value: float, bound: float, step: int, old: int) -> None:
+        """Keep a certificate: replace the matched one (index ``old``) or add it."""
+        if old >= 0:
+            self.hv[old], self.hb[old], self.hs[old] = value, bound, step
+        else:
+            self.hv = np.append(self.hv, value)
+            self.hb = np.append(self.hb, bound)
+            self.hs = np.append(self.hs, step)
 
     # -------------------------------------------------------------- second pass
 
