@@ -625,10 +625,12 @@ def docs_section(summary: dict[str, Any], lines: list[str]) -> str:
         "",
         "<!-- written by benchmarks/bench_paper_scale.py --write-docs; rerun to replace -->",
         "",
-        "Command:",
+        "Commands (the rows of each are merged with `--merge`):"
+        if len(s.get("commands", [])) > 1
+        else "Command:",
         "",
         "```",
-        s["command"],
+        *s.get("commands", [s["command"]]),
         "```",
         "",
         f"Problem: `{s['model']}` ({s['n']:,} parameters) on `{s['data']}`, checkpoint "
@@ -719,6 +721,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="run the tool under cProfile")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of --json's earlier runs (other K or methods) beside this run's; "
+        "a row of the same K and method is replaced. The table and docs show them all",
+    )
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -830,6 +838,14 @@ def main(argv: list[str] | None = None) -> int:
                 profile = {"k": k, **row.pop("profile")}
             rows.append(row)
 
+    commands = [".venv/bin/python benchmarks/bench_paper_scale.py " + shlex.join(argv)]
+    if args.merge and args.json and args.json.is_file():
+        earlier = json.loads(args.json.read_text())
+        now = {(r["k"], label(r)) for r in rows}
+        kept = [r for r in earlier["rows"] if (r["k"], label(r)) not in now]
+        rows = sorted(kept + rows, key=lambda r: r["k"])  # stable: each K's order kept
+        commands = [c for c in earlier.get("commands", [earlier["command"]]) if c not in commands]
+        commands.append(".venv/bin/python benchmarks/bench_paper_scale.py " + shlex.join(argv))
     lines = table_lines(rows)
     print("\n".join(["", *lines]))
     if profile is not None:
@@ -839,9 +855,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:50s} {seconds:8.1f} s  {share:4.0%}")
         print(profile["top"])
 
-    command = ".venv/bin/python benchmarks/bench_paper_scale.py " + shlex.join(argv)
     summary = {
-        "command": command.strip(),
+        "command": commands[-1].strip(),
+        "commands": [c.strip() for c in commands],
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "load_average": load,
