@@ -90,7 +90,7 @@ def test_parse_bytes_refuses_what_is_not_a_size(bad: object) -> None:
         parse_bytes(bad)  # type: ignore[arg-type]
 
 
-def test_a_budget_below_the_basis_falls_back_to_eigenvalues_only(capsys) -> None:
+def test_a_budget_below_the_basis_falls_back_to_eigenvalues_only(capsys, tmp_path) -> None:
     """n = 100,000, k = 100 in 40 MiB (the smallest lean basis needs 144 MiB): the
     eigenvalues-only mode serves a values-only request, announced before any product; all of
     the top 100 are found once, each within its bound. Asked for eigenvectors, the same
@@ -114,3 +114,30 @@ def test_a_budget_below_the_basis_falls_back_to_eigenvalues_only(capsys) -> None
     with pytest.raises(UserInputError, match="eigenvalues-only mode more than that budget"):
         top_eigenpairs(op, k=k, memory_budget="4MiB")
     assert op.num_matvecs == spec.num_matvecs  # the refusals took no product
+    # a checkpoint (the spectrum command always asks for one) does not stop the fallback
+    state = tmp_path / "state.pt"
+    with pytest.warns(UserWarning, match="runs without its checkpoint"):
+        again = top_eigenpairs(op, k=20, tol=1e-8, memory_budget=budget, checkpoint=state)
+    assert again.method == "lanczos-eigenvalues-only" and not state.exists()
+    np.testing.assert_allclose(again.eigenvalues, truth[:20], rtol=1e-7)
+
+
+def test_spectrum_command_under_a_budget_below_the_basis(tmp_path, capsys) -> None:
+    """``spectrum --memory`` too small for any basis: the eigenvalues-only mode runs, says so
+    on stderr before the first product, and the JSON records the method and its memory."""
+    import json
+
+    from hessian_powerlaw.cli import main
+
+    out = tmp_path / "out"
+    argv = ["spectrum", "--model", "fcn:2x100", "--data", "digits", "--k", "10",
+            "--samples", "200", "--dtype", "float64", "--memory", "10MiB", "--tol", "1e-4",
+            "--trace-matvecs", "0", "--n-boot", "0", "--no-density", "--out", str(out),
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "memory budget: lanczos-eigenvalues-only" in captured.err
+    spectrum = json.loads((out / "spectrum.json").read_text())
+    found = json.dumps(spectrum)
+    assert '"method": "lanczos-eigenvalues-only"' in found
+    assert '"memory_bytes": ' in found

@@ -46,6 +46,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ def top_eigenpairs(
             any product (see :mod:`hessian_powerlaw.solvers.memory`): the basis and its
             products when they fit; else the basis alone ("block-lanczos-lean": ``k`` more
             products certify the final pairs), with a smaller basis if need be; else, when
-            neither eigenvectors nor a checkpoint are asked for and ``which`` is one end,
+            no eigenvectors are asked for and ``which`` is one end (a ``checkpoint`` is then
+            not kept: a warning says so),
             :func:`~hessian_powerlaw.solvers.eigenvalues_only.lanczos_eigenvalues` (no
             basis; eigenvalues with finite-precision error bounds). A request that nothing
             fits is a UserInputError. With ``progress`` a method other than the first is
@@ -201,14 +203,10 @@ def top_eigenpairs(
     if max_matvecs < p:
         raise UserInputError(f"max_matvecs={max_matvecs} is below one block ({p}); raise it")
 
-    # the eigenvalues-only mode keeps no basis: no eigenvectors, no checkpoint, one side
+    # the eigenvalues-only mode keeps no basis: no eigenvectors, one end of the spectrum
     values_only: tuple[int, int | None] | str = (k, max_matvecs if max_matvecs_given else None)
-    if return_vectors or checkpoint is not None or which == "both":
-        values_only = (
-            "eigenvectors" if return_vectors
-            else "a checkpoint" if checkpoint is not None
-            else 'which="both"'
-        )  # fmt: skip
+    if return_vectors or which == "both":
+        values_only = "eigenvectors" if return_vectors else 'which="both"'
     plan = _plan(
         n, k_want, p, m_max, basis_size is not None, op.dtype, op.device, memory_budget,
         values_only,
@@ -216,6 +214,12 @@ def top_eigenpairs(
     if progress and plan.method != "block-lanczos":  # say before any product what runs
         print(f"memory budget: {plan.describe()}", file=sys.stderr)
     if plan.method == _VALUES_ONLY:
+        if checkpoint is not None:  # a resumable solve is a wish; the budget is a limit
+            warnings.warn(
+                f"{plan.describe()}: this mode keeps no state to resume from, the solve "
+                "runs without its checkpoint",
+                stacklevel=2,
+            )
         return _eigenvalues_only(op, k, tol, which, plan, seed, progress, criterion, values_only)
     m_max, lean = plan.basis_size, plan.method == "block-lanczos-lean"
     if lean and max_matvecs < k + p:
@@ -317,8 +321,8 @@ def _plan(
     """The first method that fits the budget (see :mod:`hessian_powerlaw.solvers.memory`).
 
     ``values_only`` is ``(k, max_matvecs)`` when the eigenvalues-only mode may serve the
-    request (no eigenvectors, no checkpoint, one end of the spectrum), else what the request
-    asks for that it cannot give.
+    request (no eigenvectors, one end of the spectrum), else what the request asks for that
+    it cannot give.
     """
     device = torch.device(device)
     budget = (
