@@ -51,6 +51,11 @@ eigh, restarts, certification, the rest (Python, assembling T). Full run (the le
     .venv/bin/python benchmarks/bench_paper_scale.py --checkpoint /tmp/bench/RUN/final.pt \\
         --k 300,1000 --json bench_paper_scale.json --write-docs
 
+Long runs can be split: each K or method in its own run (``--json`` and ``--merge`` collect
+the rows in one file), or in parallel on separate cores (``taskset -c 1 ... --threads 1``)
+into separate JSON files that ``--render A.json B.json --write-docs`` merges without running
+anything. The docs list every command that produced a row.
+
 Quick check of the plumbing: ``--k 10 --samples 20`` (one to three minutes on a busy 2-core
 machine; the peer only turns its reorthogonalization off above K = 25, so
 ``--peer-opts reorthogonalize=False`` shows that mode at small K). Without ``--checkpoint``
@@ -730,7 +735,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--docs", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--render",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: merge the rows of these earlier --json files (later ones replace "
+        "rows of the same K and method), print the table, and with --write-docs / --json "
+        "write it; for runs made in parallel (e.g. ARPACK on one core, the rest on another)",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        summary = merge_summaries([json.loads(path.read_text()) for path in args.render])
+        return finish(args, summary)
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
@@ -838,26 +855,10 @@ def main(argv: list[str] | None = None) -> int:
                 profile = {"k": k, **row.pop("profile")}
             rows.append(row)
 
-    commands = [".venv/bin/python benchmarks/bench_paper_scale.py " + shlex.join(argv)]
-    if args.merge and args.json and args.json.is_file():
-        earlier = json.loads(args.json.read_text())
-        now = {(r["k"], label(r)) for r in rows}
-        kept = [r for r in earlier["rows"] if (r["k"], label(r)) not in now]
-        rows = sorted(kept + rows, key=lambda r: r["k"])  # stable: each K's order kept
-        commands = [c for c in earlier.get("commands", [earlier["command"]]) if c not in commands]
-        commands.append(".venv/bin/python benchmarks/bench_paper_scale.py " + shlex.join(argv))
-    lines = table_lines(rows)
-    print("\n".join(["", *lines]))
-    if profile is not None:
-        print(f"\nTool's solve under cProfile (K = {profile['k']}):")
-        for name, seconds in profile["breakdown"].items():
-            share = seconds / max(profile["total_seconds"], 1e-12)
-            print(f"  {name:50s} {seconds:8.1f} s  {share:4.0%}")
-        print(profile["top"])
-
+    command = ".venv/bin/python benchmarks/bench_paper_scale.py " + shlex.join(argv)
     summary = {
-        "command": commands[-1].strip(),
-        "commands": [c.strip() for c in commands],
+        "command": command.strip(),
+        "commands": [command.strip()],
         "date": datetime.date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "load_average": load,
@@ -878,6 +879,40 @@ def main(argv: list[str] | None = None) -> int:
         "profile": profile,
         "versions": _versions(),
     }
+    if args.merge and args.json and args.json.is_file():
+        summary = merge_summaries([json.loads(args.json.read_text()), summary])
+    return finish(args, summary)
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from several runs: the last one's settings, every run's rows and command.
+
+    A row of the same K and method (label) in a later run replaces the earlier one.
+    """
+    rows: list[dict[str, Any]] = []
+    commands: list[str] = []
+    for summary in summaries:
+        now = {(r["k"], label(r)) for r in summary["rows"]}
+        rows = [r for r in rows if (r["k"], label(r)) not in now] + summary["rows"]
+        commands += [c for c in summary.get("commands", [summary["command"]]) if c not in commands]
+    merged = dict(summaries[-1])
+    merged["rows"] = sorted(rows, key=lambda r: r["k"])  # stable: each K's order kept
+    merged["commands"] = commands
+    merged["profile"] = next((s["profile"] for s in summaries[::-1] if s.get("profile")), None)
+    return merged
+
+
+def finish(args: argparse.Namespace, summary: dict[str, Any]) -> int:
+    """Print the table (and the profile), write the JSON and the docs section if asked."""
+    lines = table_lines(summary["rows"])
+    print("\n".join(["", *lines]))
+    profile = summary.get("profile")
+    if profile is not None:
+        print(f"\nTool's solve under cProfile (K = {profile['k']}):")
+        for name, seconds in profile["breakdown"].items():
+            share = seconds / max(profile["total_seconds"], 1e-12)
+            print(f"  {name:50s} {seconds:8.1f} s  {share:4.0%}")
+        print(profile["top"])
     if args.json:
         from hessian_powerlaw.io import atomic_write_json
 
