@@ -334,6 +334,21 @@ def test_clustered_spectrum_gives_every_member_once() -> None:
     np.testing.assert_allclose(spec.eigenvalues, lam, rtol=1e-9, atol=0)
 
 
+@pytest.mark.parametrize("block_size", [1, 4])
+def test_exact_multiple_eigenvalues_are_found_with_every_copy(block_size: int) -> None:
+    """A triple and a six-fold eigenvalue (more copies than the block has columns): a Krylov
+    space holds one vector per eigenspace and block, so the further copies enter through the
+    random vectors of restarts and rounding; every copy is found, to 1e-12 relative."""
+    head = 10.0 / np.arange(1, 41)
+    head[5:8] = head[5]  # ranks 6-8
+    head[20:26] = head[20]  # ranks 21-26
+    rest = np.random.default_rng(0).uniform(-1e-3, 0.05, 1000)
+    op = known_matrix(np.concatenate([head, rest]), seed=5)
+    spec = top_eigenpairs(op, k=40, block_size=block_size, tol=1e-10)
+    assert spec.all_converged
+    np.testing.assert_allclose(spec.eigenvalues, head, rtol=1e-12, atol=0)
+
+
 def test_relative_criterion_accepts_the_float32_rounding_floor() -> None:
     """A rank-deficient float32 operator: its exact zeros cannot be resolved relatively; a
     residual at the products' rounding level (100 eps |lambda_1|) counts as converged."""

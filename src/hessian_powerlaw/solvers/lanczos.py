@@ -36,6 +36,13 @@ Ritz pairs are *locked* (kept in the basis for orthogonality, no longer part of 
 Rayleigh-Ritz problem or of further restarts), the best other Ritz vectors are kept, and the
 iteration continues from ``Q_next``, which is orthogonal to them. Memory therefore stays
 ``2 * n * basis_size`` numbers of the operator's dtype, ``basis_size = O(k + p)``.
+
+Multiple eigenvalues: a block Krylov space holds at most ``p`` vectors of one eigenspace, so
+copies beyond the block size enter only through rounding and the random vectors that restarts
+and breakdowns bring in. With full reorthogonalization they do enter, and are then resolved
+like any other pair (``tests/test_solvers.py``: a triple and a six-fold eigenvalue found with
+every copy at block sizes 1 and 4); a copy can be found late, after the solve has stopped,
+only when the guard pairs beyond ``k`` (5 %) are all converged without it.
 """
 
 from __future__ import annotations
