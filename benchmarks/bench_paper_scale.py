@@ -255,6 +255,8 @@ def run_method(job: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"method": method, "dtype": job["dtype"], "n": op.n}
     if method == "tool":
         solve = _solve_tool
+    elif method == "tool-reference":
+        solve = _solve_tool_reference
     elif method == "arpack":
         solve = _solve_arpack
     else:
@@ -304,6 +306,24 @@ def _solve_tool(op: Any, job: dict[str, Any]) -> dict[str, Any]:
         "converged": int(spec.num_converged),
         "matvecs": int(spec.num_matvecs),
         "data_passes": spec.num_data_passes,
+        "tol": float(spec.tol),
+    }
+
+
+def _solve_tool_reference(op: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """The tool's own float64 solve at ``--arpack-tol``, resumable from its state file."""
+    from hessian_powerlaw.solvers import SolverCheckpoint, top_eigenpairs
+
+    state = SolverCheckpoint(job["state_path"], 300.0, {"reference": job["state_path"]})
+    spec = top_eigenpairs(
+        op, k=job["k"], tol=job["arpack_tol"], progress=not job["quiet"], checkpoint=state
+    )
+    return {
+        "values": np.asarray(spec.eigenvalues, dtype=float).tolist(),
+        "residuals": np.asarray(spec.residuals, dtype=float).tolist(),
+        "converged": int(spec.num_converged),
+        "matvecs": int(spec.num_matvecs),
+        "resumed_matvecs": int(spec.resumed_matvecs),
         "tol": float(spec.tol),
     }
 
@@ -506,12 +526,15 @@ def reference_path(args: argparse.Namespace, key: str, k: int) -> Path:
     return Path(args.cache_dir) / f"{name}-n{args.samples}-k{k}-tol{args.arpack_tol:g}.npy"
 
 
-def cached_reference(args: argparse.Namespace, key: str, k: int) -> np.ndarray | None:
-    """A cached reference with at least k values (a larger K's top k are as good)."""
+def cached_reference(
+    args: argparse.Namespace, key: str, k: int
+) -> tuple[np.ndarray, str] | tuple[None, None]:
+    """A cached reference with at least k values (a larger K's top k are as good), and
+    the solver that made it (as its .json says; ARPACK for files written before that)."""
     if args.reference:
         path = Path(args.reference)
         if not path.is_file():
-            return None
+            return None, None
         values = np.load(path)
         if len(values) < k:
             raise SystemExit(f"--reference {path} holds {len(values)} eigenvalues, K = {k}")
@@ -525,7 +548,7 @@ def cached_reference(args: argparse.Namespace, key: str, k: int) -> np.ndarray |
                     f"--reference {path} is for another problem ({', '.join(differ)} differ: "
                     f"{ {f: meta.get(f) for f in differ} } vs { {f: wanted[f] for f in differ} })"
                 )
-        return values[:k]
+        return values[:k], _solver_of(path)
     folder = Path(args.cache_dir)
     stem = reference_path(args, key, k).name.split(f"-k{k}-")[0]
     candidates = []
@@ -534,8 +557,14 @@ def cached_reference(args: argparse.Namespace, key: str, k: int) -> np.ndarray |
         if found and int(found.group(1)) >= k:
             candidates.append((int(found.group(1)), path))
     if not candidates:
-        return None
-    return np.load(min(candidates)[1])[:k]
+        return None, None
+    path = min(candidates)[1]
+    return np.load(path)[:k], _solver_of(path)
+
+
+def _solver_of(path: Path) -> str:
+    meta = path.with_suffix(".json")
+    return json.loads(meta.read_text()).get("solver", "ARPACK") if meta.is_file() else "ARPACK"
 
 
 def reference_meta(args: argparse.Namespace, key: str, k: int) -> dict[str, Any]:
@@ -549,7 +578,9 @@ def reference_meta(args: argparse.Namespace, key: str, k: int) -> dict[str, Any]
     }
 
 
-def save_reference(args: argparse.Namespace, key: str, k: int, values: np.ndarray) -> Path:
+def save_reference(
+    args: argparse.Namespace, key: str, k: int, values: np.ndarray, solver: str = "ARPACK"
+) -> Path:
     """The reference as .npy, with what it is the reference of in a .json beside it."""
     from hessian_powerlaw.io import atomic_write_bytes, atomic_write_json
 
@@ -557,7 +588,7 @@ def save_reference(args: argparse.Namespace, key: str, k: int, values: np.ndarra
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(values, dtype=np.float64))
     atomic_write_bytes(path, buffer.getvalue())
-    atomic_write_json(path.with_suffix(".json"), reference_meta(args, key, k))
+    atomic_write_json(path.with_suffix(".json"), {**reference_meta(args, key, k), "solver": solver})
     return path
 
 
@@ -573,7 +604,7 @@ def label(row: dict[str, Any]) -> str:
     if row["method"] == "arpack":
         return f"ARPACK eigsh LA (float64, tol {row['tol']:g}) = reference"
     if row["method"] == "reference":
-        return f"reference (cached ARPACK, tol {row['tol']:g})"
+        return f"reference (cached, {row.get('solver', 'ARPACK')}, tol {row['tol']:g})"
     p = row["peer_settings"]
     where = "our operator" if row["method"] == "eigenthings" else "its own HVP"
     return (
@@ -646,8 +677,9 @@ def docs_section(summary: dict[str, Any], lines: list[str]) -> str:
         "process's high-water mark during the solve "
         f"({s['rss_how']}), with the RSS after set-up in brackets. Tool defaults at run time: "
         f"dtype {s['tool_dtype']}, tol {s['tool_tol']:g}, solver options "
-        f"{s['solver_opts'] or 'none'}. Errors are against the float64 ARPACK reference "
-        f'(`eigsh(..., which="LA", tol={s["arpack_tol"]:g})`), rank by rank; ghosts: extra '
+        f"{s['solver_opts'] or 'none'}. Errors are against the float64 reference, rank by "
+        f'rank: ARPACK (`eigsh(..., which="LA", tol={s["arpack_tol"]:g})`) or, where its '
+        "row says so, the tool's own float64 solve at that tolerance; ghosts: extra "
         f"copies of one eigenvalue (relative gap < {GHOST:g}); missed: reference eigenvalues "
         "of the top K with no returned value within 1e-3. `converged` is what each method "
         "claims (the tool and ARPACK: certified residuals; hessian-eigenthings: its own "
@@ -709,6 +741,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=("float32", "float64"), help="the tool's operator")
     parser.add_argument("--solver-opts", help="extra top_eigenpairs kwargs: key=value,...")
     parser.add_argument("--arpack-tol", type=float, default=1e-6)
+    parser.add_argument(
+        "--reference-solver",
+        choices=("arpack", "tool"),
+        default="arpack",
+        help="what computes a missing reference: ARPACK (then also a row), or the tool's own "
+        "float64 solve at --arpack-tol, which saves its state every 5 minutes in --cache-dir "
+        "and resumes from it when rerun (for K where ARPACK takes hours)",
+    )
     parser.add_argument("--peer-dtype", choices=("float32", "float64"), default="float64")
     parser.add_argument("--peer-opts", help="hessian_eigenthings.lanczos kwargs: key=value,...")
     parser.add_argument("--reference", help="reference eigenvalues .npy (read, or written)")
@@ -807,7 +847,23 @@ def main(argv: list[str] | None = None) -> int:
     for k in ks:
         results: dict[str, dict[str, Any]] = {}
         order = ["arpack"] + [m for m in methods if m != "arpack"]  # reference first
-        reference = None if "arpack" in methods else cached_reference(args, key, k)
+        reference, ref_solver = (
+            (None, None) if "arpack" in methods else cached_reference(args, key, k)
+        )
+        if reference is None and "arpack" not in methods and args.reference_solver == "tool":
+            state = reference_path(args, key, k).with_suffix(".state.pt")
+            log(f"K = {k}: no cached reference; the tool's float64 solve makes it ({state})")
+            job = {**base, "method": "tool-reference", "k": k, "dtype": "float64"}
+            result = run_in_child({**job, "state_path": str(state), "profile": False})
+            if result["converged"] < k:
+                raise SystemExit(f"K = {k}: the reference solve left pairs unconverged")
+            reference, ref_solver = np.asarray(result["values"]), "the tool (float64)"
+            log(
+                f"reference eigenvalues saved to "
+                f"{save_reference(args, key, k, reference, 'the tool (float64)')} "
+                f"({result['matvecs']} HVPs, {result['resumed_matvecs']} of them resumed, "
+                f"{result['seconds']:.0f} s)"
+            )
         if reference is None and "arpack" not in methods:
             log(f"K = {k}: no cached reference; running ARPACK for it (reported as arpack)")
         elif reference is not None:
@@ -835,6 +891,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "k": k,
                     "method": "reference",
+                    "solver": ref_solver,
                     "tol": args.arpack_tol,
                     "matvecs": "-",
                     "product_seconds": 0.0,
