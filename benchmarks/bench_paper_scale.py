@@ -743,11 +743,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arpack-tol", type=float, default=1e-6)
     parser.add_argument(
         "--reference-solver",
-        choices=("arpack", "tool"),
+        choices=("arpack", "tool", "none"),
         default="arpack",
         help="what computes a missing reference: ARPACK (then also a row), or the tool's own "
         "float64 solve at --arpack-tol, which saves its state every 5 minutes in --cache-dir "
-        "and resumes from it when rerun (for K where ARPACK takes hours)",
+        "and resumes from it when rerun (for K where ARPACK takes hours); none: no "
+        "reference, rows without errors (a later --render with the reference cannot add them)",
     )
     parser.add_argument("--peer-dtype", choices=("float32", "float64"), default="float64")
     parser.add_argument("--peer-opts", help="hessian_eigenthings.lanczos kwargs: key=value,...")
@@ -864,7 +865,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"({result['matvecs']} HVPs, {result['resumed_matvecs']} of them resumed, "
                 f"{result['seconds']:.0f} s)"
             )
-        if reference is None and "arpack" not in methods:
+        if reference is None and "arpack" not in methods and args.reference_solver == "none":
+            log(f"K = {k}: no reference (--reference-solver none): rows without errors")
+            order.remove("arpack")
+        elif reference is None and "arpack" not in methods:
             log(f"K = {k}: no cached reference; running ARPACK for it (reported as arpack)")
         elif reference is not None:
             order.remove("arpack")
@@ -885,8 +889,7 @@ def main(argv: list[str] | None = None) -> int:
                 if result["converged"] == k:
                     path = save_reference(args, key, k, reference)
                     log(f"reference eigenvalues saved to {path}")
-        assert reference is not None
-        if "arpack" not in results:
+        if reference is not None and "arpack" not in results:
             rows.append(
                 {
                     "k": k,
@@ -905,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
             values = np.asarray(r.pop("values"))
             residuals = np.asarray(r.pop("residuals"))
             row = {"k": k, **r, "solver_opts": solver_opts, "profiled": bool(r.get("profile"))}
-            row["errors"] = errors_vs(values, reference)
+            row["errors"] = None if reference is None else errors_vs(values, reference)
             row["fit"] = fit_of(values, residuals, r["dtype"], args.alpha)
             row["lambda_1"], row["lambda_k"] = float(values.max()), float(np.sort(values)[0])
             if r.get("profile"):
