@@ -137,6 +137,7 @@ def test_spectrum_command_under_a_budget_below_the_basis(tmp_path, capsys) -> No
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "memory budget: lanczos-eigenvalues-only" in captured.err
+    assert "runs without its checkpoint" in captured.err  # one line, not a Python warning
     spectrum = json.loads((out / "spectrum.json").read_text())
     found = json.dumps(spectrum)
     assert '"method": "lanczos-eigenvalues-only"' in found

@@ -218,15 +218,14 @@ def top_eigenpairs(
         n, k_want, p, m_max, basis_size is not None, op.dtype, op.device, memory_budget,
         values_only,
     )  # fmt: skip
+    # a resumable solve is a wish, the budget a limit: the eigenvalues-only mode keeps no state
+    unresumable = plan.method == _VALUES_ONLY and checkpoint is not None
+    note = "; it keeps no state to resume from: the solve runs without its checkpoint"
     if progress and plan.method != "block-lanczos":  # say before any product what runs
-        print(f"memory budget: {plan.describe()}", file=sys.stderr)
+        print(f"memory budget: {plan.describe()}{note if unresumable else ''}", file=sys.stderr)
+    elif unresumable:
+        warnings.warn(f"{plan.describe()}{note}", stacklevel=2)
     if plan.method == _VALUES_ONLY:
-        if checkpoint is not None:  # a resumable solve is a wish; the budget is a limit
-            warnings.warn(
-                f"{plan.describe()}: this mode keeps no state to resume from, the solve "
-                "runs without its checkpoint",
-                stacklevel=2,
-            )
         return _eigenvalues_only(op, k, tol, which, plan, seed, progress, criterion, values_only)
     m_max, lean = plan.basis_size, plan.method == "block-lanczos-lean"
     if lean and max_matvecs < k + p:
