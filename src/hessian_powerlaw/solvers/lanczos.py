@@ -322,7 +322,7 @@ def _plan(
     dtype: torch.dtype,
     device: Any,
     memory_budget: int | str | None,
-    values_only: tuple[int, int | None] | str = "not asked",
+    values_only: tuple[int, int | None] | str,
 ) -> memory.Plan:
     """The first method that fits the budget (see :mod:`hessian_powerlaw.solvers.memory`).
 
