@@ -158,6 +158,8 @@ _RETRO_STEPS = 32
 _SPARE_GROUPS = 20
 # bytes of bookkeeping per Lanczos step (coefficients, analysis scratch) and a fixed margin
 _BYTES_PER_STEP = 128
+# the guard values beyond k may take this share more products than the first k took
+_GUARD_PRODUCTS = 0.25
 _FIXED_BYTES = 4 << 20
 
 
@@ -424,7 +426,7 @@ def _solve(
     k_solve = min(int(k) + math.ceil(_GUARD * int(k)), n)
     bar = progress_bar(total=k_solve, desc=f"top-{k} eigenvalues ({which})", enabled=progress)
     try:
-        solver = _Solver(work_op, k_solve, test, plan, int(max_matvecs), seed, bar)
+        solver = _Solver(work_op, k_solve, test, plan, int(max_matvecs), seed, bar, int(k))
         result = solver.run(int(vectors))
     finally:
         bar.close()
@@ -483,8 +485,13 @@ class _Solver:
         max_matvecs: int,
         seed: int,
         bar: Any,
+        k_report: int | None = None,
     ) -> None:
         self.op, self.k, self.criterion, self.plan = op, k, criterion, plan
+        # the k asked for; self.k adds the guard, whose values must converge too, unless they
+        # take more than _GUARD_PRODUCTS of the products the first k took (a dense bulk just
+        # below the k-th value would never let them)
+        self.k_report = k if k_report is None else k_report
         self.max_matvecs, self.bar = max_matvecs, bar
         self.n, self.dtype, self.device = int(op.n), op.dtype, op.device
         self.eps1 = FLOOR_EPS * torch.finfo(self.dtype).eps  # a product's rounding, relative
@@ -522,6 +529,7 @@ class _Solver:
                 certifications=phase2.certifications,
                 retros=phase2.retros,
                 stopped_at_floor=phase2.hopeless,
+                guard_waived=phase2.guard_waived,
                 ghost_copies=phase2.copies,
                 spurious_removed=phase2.spurious,
                 forming_copies_dropped=phase2.duplicates,
@@ -668,7 +676,7 @@ class _ThickRestart:
         s = self.s
         x = s.random().to(s.dtype)
         s.Qt[0] = x / torch.linalg.vector_norm(x)
-        while s.L < s.k and s.matvecs < s.max_matvecs and not self.exhausted:
+        while s.L < s.k_report and s.matvecs < s.max_matvecs and not self.exhausted:
             cap = self.capacity()
             if cap < _MIN_ACTIVE:
                 break
@@ -845,6 +853,8 @@ class _DeflatedLanczos:
         self.count_guess = 0
         self.invariant = False
         self.hopeless = False
+        self.k_done_at: int | None = None  # products when the first k values had converged
+        self.guard_waived = False
         self.copies = 0
         self.spurious = 0
         self.retro_values: list[float] = []
@@ -951,7 +961,7 @@ class _DeflatedLanczos:
                 values, bounds, done = self.analyze()
                 analysis_cost = time.perf_counter() - started
                 analysed_at, step_time = self.m, 0.0
-                if done and not self.hopeless:
+                if (done and not self.hopeless) or self._guard_spent(values, bounds):
                     self._release()
                     return values, bounds
                 if done:
@@ -960,6 +970,18 @@ class _DeflatedLanczos:
         self._release()
         values, bounds, _ = self.analyze(final=True)
         return values, bounds
+
+    def _guard_spent(self, values: np.ndarray, bounds: np.ndarray) -> bool:
+        """Whether the guard beyond the k asked for has had its share of products."""
+        s = self.s
+        if self.k_done_at is None:
+            need = s.k_report - s.L
+            passed = s.criterion.passes(bounds[:need], values[:need], s.scale)
+            if need > 0 and not (values.size >= need and passed.all()):
+                return False
+            self.k_done_at = s.matvecs
+        self.guard_waived = s.matvecs >= (1 + _GUARD_PRODUCTS) * self.k_done_at
+        return self.guard_waived
 
     # -------------------------------------------------------------- analysis of T
 
