@@ -305,6 +305,7 @@ def _solve_tool(op: Any, job: dict[str, Any]) -> dict[str, Any]:
         "residuals": np.asarray(spec.residuals, dtype=float).tolist(),
         "converged": int(spec.num_converged),
         "matvecs": int(spec.num_matvecs),
+        "resumed_matvecs": int(spec.resumed_matvecs),
         "data_passes": spec.num_data_passes,
         "tol": float(spec.tol),
     }
@@ -312,20 +313,10 @@ def _solve_tool(op: Any, job: dict[str, Any]) -> dict[str, Any]:
 
 def _solve_tool_reference(op: Any, job: dict[str, Any]) -> dict[str, Any]:
     """The tool's own float64 solve at ``--arpack-tol``, resumable from its state file."""
-    from hessian_powerlaw.solvers import SolverCheckpoint, top_eigenpairs
+    from hessian_powerlaw.solvers import SolverCheckpoint
 
     state = SolverCheckpoint(job["state_path"], 300.0, {"reference": job["state_path"]})
-    spec = top_eigenpairs(
-        op, k=job["k"], tol=job["arpack_tol"], progress=not job["quiet"], checkpoint=state
-    )
-    return {
-        "values": np.asarray(spec.eigenvalues, dtype=float).tolist(),
-        "residuals": np.asarray(spec.residuals, dtype=float).tolist(),
-        "converged": int(spec.num_converged),
-        "matvecs": int(spec.num_matvecs),
-        "resumed_matvecs": int(spec.resumed_matvecs),
-        "tol": float(spec.tol),
-    }
+    return _solve_tool(op, {**job, "solver_opts": {"tol": job["arpack_tol"], "checkpoint": state}})
 
 
 def _solve_arpack(op: Any, job: dict[str, Any]) -> dict[str, Any]:
@@ -851,26 +842,14 @@ def main(argv: list[str] | None = None) -> int:
         reference, ref_solver = (
             (None, None) if "arpack" in methods else cached_reference(args, key, k)
         )
-        if reference is None and "arpack" not in methods and args.reference_solver == "tool":
-            state = reference_path(args, key, k).with_suffix(".state.pt")
-            log(f"K = {k}: no cached reference; the tool's float64 solve makes it ({state})")
-            job = {**base, "method": "tool-reference", "k": k, "dtype": "float64"}
-            result = run_in_child({**job, "state_path": str(state), "profile": False})
-            if result["converged"] < k:
-                raise SystemExit(f"K = {k}: the reference solve left pairs unconverged")
-            reference, ref_solver = np.asarray(result["values"]), "the tool (float64)"
-            log(
-                f"reference eigenvalues saved to "
-                f"{save_reference(args, key, k, reference, 'the tool (float64)')} "
-                f"({result['matvecs']} HVPs, {result['resumed_matvecs']} of them resumed, "
-                f"{result['seconds']:.0f} s)"
-            )
-        if reference is None and "arpack" not in methods and args.reference_solver == "none":
-            log(f"K = {k}: no reference (--reference-solver none): rows without errors")
-            order.remove("arpack")
-        elif reference is None and "arpack" not in methods:
-            log(f"K = {k}: no cached reference; running ARPACK for it (reported as arpack)")
-        elif reference is not None:
+        if reference is None and "arpack" not in methods:
+            if args.reference_solver == "tool":
+                reference, ref_solver = tool_reference(args, base, key, k), TOOL_REFERENCE
+            elif args.reference_solver == "none":
+                log(f"K = {k}: no reference (--reference-solver none): rows without errors")
+            else:
+                log(f"K = {k}: no cached reference; running ARPACK for it (reported as arpack)")
+        if reference is not None or (args.reference_solver == "none" and "arpack" not in methods):
             order.remove("arpack")
         for method in order:
             dtype = {"tool": tool_dtype, "arpack": "float64"}.get(method, args.peer_dtype)
@@ -942,6 +921,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge and args.json and args.json.is_file():
         summary = merge_summaries([json.loads(args.json.read_text()), summary])
     return finish(args, summary)
+
+
+TOOL_REFERENCE = "the tool (float64)"
+
+
+def tool_reference(args: argparse.Namespace, base: dict[str, Any], key: str, k: int) -> np.ndarray:
+    """The reference from the tool's own float64 solve (resumed from its state), saved."""
+    state = reference_path(args, key, k).with_suffix(".state.pt")
+    log(f"K = {k}: no cached reference; the tool's float64 solve makes it ({state})")
+    job = {**base, "method": "tool-reference", "k": k, "dtype": "float64"}
+    result = run_in_child({**job, "state_path": str(state), "profile": False})
+    if result["converged"] < k:
+        raise SystemExit(f"K = {k}: the reference solve left pairs unconverged")
+    reference = np.asarray(result["values"])
+    path = save_reference(args, key, k, reference, TOOL_REFERENCE)
+    log(
+        f"reference eigenvalues saved to {path} ({result['matvecs']} HVPs, "
+        f"{result['resumed_matvecs']} of them resumed, {result['seconds']:.0f} s)"
+    )
+    return reference
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:

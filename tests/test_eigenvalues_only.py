@@ -27,7 +27,6 @@ from hessian_powerlaw.operators import HessianOperator
 from hessian_powerlaw.solvers.eigenvalues_only import (
     METHOD,
     _solve,
-    eigenvalues_only_memory,
     lanczos_eigenvalues,
     memory_plan,
 )
@@ -241,15 +240,15 @@ def test_float32_values_are_never_falsely_converged() -> None:
 
 def test_memory_plan_and_validation() -> None:
     n, k = 100_000, 1000
-    small = eigenvalues_only_memory(n, k, torch.float64)
+    small = memory_plan(n, k, torch.float64).peak_bytes
     assert small <= 7 * n * 8 + (12 << 20)  # no budget: a few vectors and the coefficients
     for budget in (small + 10 * n * 8, 200 * n * 8, 2000 * n * 8):
-        used = eigenvalues_only_memory(n, k, torch.float64, memory_budget=budget)
+        used = memory_plan(n, k, torch.float64, memory_budget=budget).peak_bytes
         assert used <= budget
     huge = memory_plan(n, k, torch.float64, memory_budget=10**13)
     assert huge.rows <= k + 200 and huge.locked_capacity <= huge.rows  # no more than useful
     with pytest.raises(UserInputError, match="below the minimum"):
-        eigenvalues_only_memory(n, k, torch.float64, memory_budget=n * 8)
+        memory_plan(n, k, torch.float64, memory_budget=n * 8)
     op = Diagonal(power_law(2_000, top=100))
     for kwargs, match in [
         ({"k": 0}, "k must be"),

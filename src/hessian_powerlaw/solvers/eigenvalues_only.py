@@ -77,7 +77,7 @@ converged). Use float64 products for this mode.
 **Costs.** Products: phase 1 a few per locked eigenvalue plus one each to certify it; phase 2
 grows with the number of ghosts, i.e. it falls as the budget (locked vectors) grows; see
 docs/benchmarks.md. Work per product: ``2 (L + m) n`` in phase 1 and ``2 L n`` in phase 2 for
-``L`` locked vectors. Memory: :func:`eigenvalues_only_memory`, at most ``memory_budget``.
+``L`` locked vectors. Memory: :func:`memory_plan` (``peak_bytes``), at most ``memory_budget``.
 
 **Eigenvectors** (``vectors=j``): the locked ones are at hand; the others are rebuilt by a
 second pass that regenerates the phase-2 Lanczos vectors from the same start vector (the
@@ -105,12 +105,17 @@ from hessian_powerlaw.errors import UserInputError
 from hessian_powerlaw.operators import as_operator
 from hessian_powerlaw.progress import progress_bar
 from hessian_powerlaw.solvers._spectrum import Spectrum
-from hessian_powerlaw.solvers.lanczos import _GUARD, FLOOR_EPS, _Criterion, default_tol
+from hessian_powerlaw.solvers.lanczos import (
+    _GUARD,
+    _GUARD_PRODUCTS,
+    FLOOR_EPS,
+    _Criterion,
+    default_tol,
+)
 
 __all__ = [
     "METHOD",
     "MemoryPlan",
-    "eigenvalues_only_memory",
     "lanczos_eigenvalues",
     "memory_plan",
 ]
@@ -158,8 +163,6 @@ _RETRO_STEPS = 32
 _SPARE_GROUPS = 20
 # bytes of bookkeeping per Lanczos step (coefficients, analysis scratch) and a fixed margin
 _BYTES_PER_STEP = 128
-# the guard values beyond k may take this share more products than the first k took
-_GUARD_PRODUCTS = 0.25
 _FIXED_BYTES = 4 << 20
 
 
@@ -274,37 +277,6 @@ def memory_plan(
     if free >= _MIN_ACTIVE + 2 and n > 2 * _MIN_ACTIVE:
         active = int(min(_MAX_ACTIVE, free - 1, n - 1))
     return MemoryPlan(n, isz, int(memory_budget), rows, vectors, active, work, fixed)
-
-
-def eigenvalues_only_memory(
-    n: int,
-    k: int,
-    dtype: torch.dtype,
-    *,
-    memory_budget: int | None = None,
-    vectors: int = 0,
-    max_matvecs: int | None = None,
-) -> int:
-    """Bytes :func:`lanczos_eigenvalues` will use at most (its vectors and bookkeeping).
-
-    Args:
-        n: the operator's dimension.
-        k: the number of eigenvalues.
-        dtype: the operator's dtype.
-        memory_budget: the budget that will be passed (None: the minimum mode).
-        vectors: eigenvectors that will be requested.
-        max_matvecs: the product budget that will be passed.
-
-    Returns:
-        The peak bytes, at most ``memory_budget`` (the operator's own memory not included).
-
-    Raises:
-        UserInputError: when the budget is below this mode's minimum.
-    """
-    plan = memory_plan(
-        n, k, dtype, memory_budget=memory_budget, vectors=vectors, max_matvecs=max_matvecs
-    )
-    return plan.peak_bytes
 
 
 def _default_max_matvecs(k: int) -> int:
@@ -976,8 +948,10 @@ class _DeflatedLanczos:
         s = self.s
         if self.k_done_at is None:
             need = s.k_report - s.L
-            passed = s.criterion.passes(bounds[:need], values[:need], s.scale)
-            if need > 0 and not (values.size >= need and passed.all()):
+            if need > 0 and (
+                values.size < need
+                or not s.criterion.passes(bounds[:need], values[:need], s.scale).all()
+            ):
                 return False
             self.k_done_at = s.matvecs
         self.guard_waived = s.matvecs >= (1 + _GUARD_PRODUCTS) * self.k_done_at

@@ -211,14 +211,15 @@ def top_eigenpairs(
             f"basis_size={m_max} is too small for k={k} and block {p}; use at least {k_want + p}"
         )
     m_max = min(m_max, n)
-    max_matvecs_given = max_matvecs is not None
+    # the eigenvalues-only mode has its own default product budget
+    values_only_matvecs = max_matvecs
     if max_matvecs is None:
         max_matvecs = max(2000, 20 * (k + p))
     if max_matvecs < p:
         raise UserInputError(f"max_matvecs={max_matvecs} is below one block ({p}); raise it")
 
     # the eigenvalues-only mode keeps no basis: no eigenvectors, one end of the spectrum
-    values_only: tuple[int, int | None] | str = (k, max_matvecs if max_matvecs_given else None)
+    values_only: tuple[int, int | None] | str = (k, values_only_matvecs)
     if return_vectors or which == "both":
         values_only = "eigenvectors" if return_vectors else 'which="both"'
     plan = _plan(
@@ -233,7 +234,9 @@ def top_eigenpairs(
     elif unresumable:
         warnings.warn(f"{plan.describe()}{note}", stacklevel=2)
     if plan.method == _VALUES_ONLY:
-        return _eigenvalues_only(op, k, tol, which, plan, seed, progress, criterion, values_only)
+        return _eigenvalues_only(
+            op, k, tol, which, plan, seed, progress, criterion, values_only_matvecs
+        )
     m_max, lean = plan.basis_size, plan.method == "block-lanczos-lean"
     if lean and max_matvecs < k + p:
         raise UserInputError(
@@ -366,9 +369,9 @@ def _plan(
 
         k, max_matvecs = values_only
         try:
-            peak = eigenvalues_only.eigenvalues_only_memory(
+            peak = eigenvalues_only.memory_plan(
                 n, k, dtype, memory_budget=budget, max_matvecs=max_matvecs
-            )
+            ).peak_bytes
         except UserInputError:
             why = ", and the eigenvalues-only mode more than that budget"
         else:
@@ -390,7 +393,7 @@ def _eigenvalues_only(
     seed: int,
     progress: bool,
     criterion: str,
-    values_only: tuple[int, int | None],
+    max_matvecs: int | None,
 ) -> Spectrum:
     """The request served by the eigenvalues-only mode (no basis, no eigenvectors)."""
     from hessian_powerlaw.solvers import eigenvalues_only
@@ -401,7 +404,7 @@ def _eigenvalues_only(
             "raise the budget (--memory) so that the block solver's basis fits"
         )
     spectrum = eigenvalues_only.lanczos_eigenvalues(
-        op, k, tol=tol, which=which, max_matvecs=values_only[1], memory_budget=plan.budget,
+        op, k, tol=tol, which=which, max_matvecs=max_matvecs, memory_budget=plan.budget,
         seed=seed, progress=progress, criterion=criterion,
     )  # fmt: skip
     return dataclasses.replace(spectrum, memory_bytes=plan.bytes)
