@@ -587,6 +587,13 @@ def save_reference(
 
 
 def label(row: dict[str, Any]) -> str:
+    """The method cell: what ran, with its thread count where it is not one (older rows
+    without a count ran on one thread)."""
+    threads = row.get("threads", 1)
+    return _method(row) + (f", {threads} threads" if threads != 1 else "")
+
+
+def _method(row: dict[str, Any]) -> str:
     if row["method"] == "tool":
         opts = ", ".join(f"{k}={v}" for k, v in row["solver_opts"].items())
         text = f"tool: top_eigenpairs ({row['dtype']}, tol {row['tol']:g}"
@@ -677,7 +684,7 @@ def docs_section(summary: dict[str, Any], lines: list[str]) -> str:
         "Lanczos residual estimate). s, d_ks, d_c: `fit_power_law` of each method's "
         "eigenvalues after `resolved_eigenvalues`, as `spectrum` fits them.",
         "",
-        f"Machine: {s['machine']}; {s['threads']} torch/BLAS threads; load average at start "
+        f"Machine: {s['machine']}; {_threads_text(s)}; load average at start "
         f"{s['load_average']}. Run of {s['date']}.",
         "",
         *lines,
@@ -698,6 +705,13 @@ def docs_section(summary: dict[str, Any], lines: list[str]) -> str:
             "",
         ]
     return "\n".join(text)
+
+
+def _threads_text(summary: dict[str, Any]) -> str:
+    counts = {r.get("threads", 1) for r in summary["rows"]} or {summary["threads"]}
+    if len(counts) == 1:
+        return f"{counts.pop()} torch/BLAS threads"
+    return "torch/BLAS threads as the method says (one where it does not)"
 
 
 def write_docs(path: Path, section: str) -> None:
@@ -887,6 +901,7 @@ def main(argv: list[str] | None = None) -> int:
             values = np.asarray(r.pop("values"))
             residuals = np.asarray(r.pop("residuals"))
             row = {"k": k, **r, "solver_opts": solver_opts, "profiled": bool(r.get("profile"))}
+            row["threads"] = args.threads
             row["errors"] = None if reference is None else errors_vs(values, reference)
             row["fit"] = fit_of(values, residuals, r["dtype"], args.alpha)
             row["lambda_1"], row["lambda_k"] = float(values.max()), float(np.sort(values)[0])
