@@ -187,6 +187,16 @@ def test_demo_verdict_is_computed_from_the_numbers() -> None:
         [_row("random init", 0.030, d_c, -3.0), _row("trained", 0.090, d_c, 4.0)], 1000
     )
     assert agreement == "disagrees"
+    # a trained spectrum that is a power law only down to some rank says how far it reaches
+    bent = {**_row("trained", 0.081, d_c, 4.0), "k": 1000, "span_k": 500, "span_d_ks": 0.0297,
+            "span_d_c": 0.0608, "span_s": 1.051}  # fmt: skip
+    agreement, _, notes = demo_verdict([_row("random init", 0.079, d_c, -3.0), bent], 1000)
+    assert agreement == "partly agrees"
+    assert notes == [
+        "trained: the paper's test passes on the top 500 eigenvalues (d_ks = 0.0297 < d_c = "
+        "0.0608, s = 1.051) but not on all 1000: below rank 500 the spectrum falls away from "
+        "the power law."
+    ]
     # K = 60: not decisive; the finding is read from d_ks and the likelihood ratios
     d_c = 1.36 / 60**0.5
     agreement, lines, notes = demo_verdict(
@@ -198,3 +208,42 @@ def test_demo_verdict_is_computed_from_the_numbers() -> None:
         [_row("random init", 0.05, d_c, 1.0), _row("trained", 0.07, d_c, 2.8)], 60
     )
     assert agreement == "partly agrees"
+
+
+def test_states_side_by_side_match_one_after_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two torch threads the first state is analysed in a spawned process beside the
+    second: the same eigenvalues (float64 products: to 1e-8) and evaluations as one process
+    analysing both with one thread; the caller's thread count is restored."""
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from hessian_powerlaw import demo
+    from hessian_powerlaw.training import TrainConfig, load_config_data, train
+
+    settings = dataclasses.replace(DEMO_PRESETS["quick"], epochs=1, k=8, samples=64,
+                                   trace_matvecs=0, dtype="float64")  # fmt: skip
+    config = TrainConfig(model="lenet", data="digits", epochs=1, batch_size=128, seed=0,
+                         checkpoint_epochs=(0, 1))  # fmt: skip
+    data = load_config_data(config)
+    train(config, tmp_path / "run", data=data)
+    run = tmp_path / "run"
+    files = {"random init": run / "ckpt-0.pt", "trained": run / "final.pt"}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = demo.analyze_states(config, files, settings, data)
+        torch.set_num_threads(2)
+        side = demo.analyze_states(config, files, settings, data)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert list(side) == list(files)
+    for name in files:
+        a = np.array(alone[name]["analysis"]["spectrum"]["eigenvalues"])
+        b = np.array(side[name]["analysis"]["spectrum"]["eigenvalues"])
+        np.testing.assert_allclose(b, a, rtol=1e-8, atol=1e-12)
+        assert side[name]["evaluation"] == alone[name]["evaluation"]

@@ -603,3 +603,22 @@ def test_truncated_power_law_is_detected_by_the_nested_test() -> None:
     assert test.preferred == "truncated_power_law"
     assert test.parameters["beta"] == pytest.approx(1.5, abs=0.1)
     assert test.parameters["rate"] / y.min() == pytest.approx(0.02, rel=0.3)
+
+
+def test_power_law_span_finds_where_a_power_law_head_ends() -> None:
+    """Quantiles of a Pareto law (beta = 2) pass at every K; followed by an exponentially
+    falling tail, the largest passing K on the grid is the head's 600; a flat spectrum has no
+    power-law head at all."""
+    from hessian_powerlaw.powerlaw import power_law_span
+
+    u = (np.arange(1, 601) - 0.5) / 600
+    head = np.sort((1 - u) ** -1.0)[::-1]
+    tail = head[-1] * np.exp(-np.arange(1, 401) / 20.0)
+    whole = power_law_span(head)
+    assert whole is not None and whole.k == 600 and abs(whole.s - 1.0) < 0.05
+    bent = power_law_span(np.concatenate([head, tail]))
+    assert bent is not None and bent.k == 600 and bent.is_power_law
+    assert not fit_power_law(np.concatenate([head, tail])).is_power_law
+    assert power_law_span(np.linspace(2, 1, 1000)) is None
+    with pytest.raises(UserInputError, match="step"):
+        power_law_span(head, step=5)

@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hessian_powerlaw._results import ResultMixin
 from hessian_powerlaw.analysis import analyze, versions
 from hessian_powerlaw.io import atomic_write_json
 from hessian_powerlaw.options import AnalysisOptions
+
+if TYPE_CHECKING:
+    from hessian_powerlaw.training import TrainConfig
 
 STATES: tuple[str, ...] = ("random init", "trained")
 PAPER_K = 1000
@@ -130,11 +134,14 @@ def paper_cells(state: str) -> dict[str, Any]:
     return cells("trained-vs-random", PAPER_SETTINGS.get(state))
 
 
-def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict[str, Any]]:
+def demo_table(
+    states: Mapping[str, Mapping[str, Any]], model: str, alpha: float = 0.05
+) -> list[dict[str, Any]]:
     """The demo's table, one row per state.
 
     One row per state: the paper's test (k, d_ks, d_c, verdict, s) with the paper's numbers
-    beside it, the calibrated tests, test accuracy, lambda_max and trace.
+    beside it, the calibrated tests, test accuracy, lambda_max and trace, and the largest top
+    K on a grid of K / 10 that passes the paper's test (``span_k``; None: none does).
     """
     from hessian_powerlaw.report.tables import summary_row
 
@@ -143,8 +150,28 @@ def demo_table(states: Mapping[str, Mapping[str, Any]], model: str) -> list[dict
         row = summary_row(state["analysis"], model=model, state=name)
         row["test_accuracy"] = state["evaluation"]["test"]["accuracy"]
         row.update(paper_cells(name))
+        row.update(_span_cells(state["analysis"], alpha))
         rows.append(row)
     return rows
+
+
+SPAN_CELLS = ("span_k", "span_d_ks", "span_d_c", "span_s")
+
+
+def _span_cells(analysis: Mapping[str, Any], alpha: float) -> dict[str, Any]:
+    """How far down the paper's test holds: ``span_k``, and that fit's d_ks, d_c and s.
+
+    :func:`~hessian_powerlaw.powerlaw.power_law_span` in steps of K / 10 (at least 10).
+    """
+    from hessian_powerlaw.powerlaw import MIN_POINTS, power_law_span
+
+    values = [v for v in (analysis.get("spectrum") or {}).get("eigenvalues") or [] if v > 0]
+    if len(values) < MIN_POINTS:
+        return dict.fromkeys(SPAN_CELLS)
+    span = power_law_span(values, step=max(len(values) // 10, MIN_POINTS), alpha=alpha)
+    if span is None:
+        return dict.fromkeys(SPAN_CELLS)
+    return dict(zip(SPAN_CELLS, (span.k, span.ks_distance, span.critical_value, span.s)))
 
 
 def paper_random_d_ks() -> float:
@@ -205,6 +232,14 @@ def demo_verdict(
             text = (f"{name}: {words} by the paper's KS test ({_ks_words(row)}; paper "
                     f"d_ks = {paper[name]:.4f})")  # fmt: skip
             (agree if ours == expected else disagree).append(text)
+        span = trained.get("span_k")
+        if span is not None and not _is_power_law(trained):  # how far the power law reaches
+            notes.append(
+                f"trained: the paper's test passes on the top {span} eigenvalues (d_ks = "
+                f"{trained['span_d_ks']:.4f} < d_c = {trained['span_d_c']:.4f}, s = "
+                f"{trained.get('span_s', float('nan')):.3f}) but not on all {trained['k']}: "
+                f"below rank {span} the spectrum falls away from the power law."
+            )
         if k < PAPER_K:
             notes.append(
                 f"K = {k} instead of the paper's {PAPER_K}: d_c = {d_c:.3f} instead of "
@@ -257,6 +292,96 @@ def demo_checkpoints(epochs: int) -> tuple[int, ...]:
     return tuple(sorted(marks))
 
 
+def analyze_state(
+    config: TrainConfig,
+    checkpoint: str | os.PathLike[str],
+    settings: DemoSettings,
+    data: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One state of the demo: its analysis and its train / test evaluation, as plain data.
+
+    Args:
+        config: the training run's configuration (model, data, seed).
+        checkpoint: the state's weights.
+        settings: the demo's settings (samples and analysis options).
+        data: the run's data bundle; None: loaded from ``config`` (in a second process).
+        progress: progress bars on stderr.
+
+    Returns:
+        ``{"analysis": Analysis.to_dict(), "evaluation": {"train": ..., "test": ...}}``.
+    """
+    from hessian_powerlaw.training import load_config_data, load_model_state
+
+    if data is None:
+        data = load_config_data(config)
+    batches = data.hessian_batches(settings.samples, None, settings.seed)
+    model = load_model_state(config.model, data, checkpoint, config.seed)
+    analysis = analyze(model, data.loss, batches, settings.options(), progress=progress)
+    evaluation = {split: dict(data.evaluate(model, split)) for split in ("train", "test")}
+    return {"analysis": analysis.to_dict(), "evaluation": evaluation}
+
+
+def _analyze_state_alone(
+    config: TrainConfig, checkpoint: str, settings: DemoSettings, threads: int
+) -> dict[str, Any]:
+    """:func:`analyze_state` in a spawned process with its own share of the CPU threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return analyze_state(config, checkpoint, settings)
+
+
+def analyze_states(
+    config: TrainConfig,
+    files: Mapping[str, str | os.PathLike[str]],
+    settings: DemoSettings,
+    data: Any,
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """:func:`analyze_state` of each state, side by side when torch has a thread for each.
+
+    With ``t >= 2`` torch threads, the first state runs in a spawned process with ``t // 2``
+    threads while this process takes the second with the rest, and the others follow in
+    this process. Two single-thread solves on two cores finish sooner than the same solves one
+    after the other with two threads each: a LeNet's products (small convolutions) and the
+    solver's memory-bound Gram-Schmidt gain less than 2x from a second thread (measured in
+    docs/benchmarks.md, "The demo's two spectra"). The second process has no progress bar;
+    a line says when its state is done.
+    """
+    import torch
+
+    names = list(files)
+    threads = torch.get_num_threads()
+    if threads < 2 or len(names) < 2:
+        return {
+            name: analyze_state(config, files[name], settings, data, progress=progress)
+            for name in names
+        }
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    aside = names[0]
+    if progress:
+        print(f"{aside}: analysed in a second process beside the others", file=sys.stderr)
+    states: dict[str, dict[str, Any]] = {}
+    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(
+            _analyze_state_alone, config, str(files[aside]), settings, threads // 2
+        )
+        torch.set_num_threads(threads - threads // 2)
+        try:
+            for name in names[1:]:
+                states[name] = analyze_state(config, files[name], settings, data, progress)
+        finally:
+            torch.set_num_threads(threads)
+        if progress and not future.done():
+            print(f"waiting for {aside} (second process)", file=sys.stderr)
+        states[aside] = future.result()
+    return {name: states[name] for name in names}
+
+
 def run_demo(
     out: str | os.PathLike[str] = "results/demo",
     *,
@@ -287,7 +412,7 @@ def run_demo(
     from hessian_powerlaw.io import staged_dir
     from hessian_powerlaw.report.html import write_report
     from hessian_powerlaw.report.outputs import write_demo_figures
-    from hessian_powerlaw.training import TrainConfig, load_config_data, load_model_state, train
+    from hessian_powerlaw.training import TrainConfig, load_config_data, train
 
     chosen = settings or DEMO_PRESETS["quick" if quick else "default"]
     start = time.perf_counter()
@@ -305,16 +430,8 @@ def run_demo(
         batches = data.hessian_batches(chosen.samples, None, chosen.seed)
         num_samples = sum(int(b[1].shape[0]) for b in batches)
         # the run's own step 0 (its initial weights) and its end
-        files = {"random init": "ckpt-0.pt", "trained": "final.pt"}
-        models = {
-            name: load_model_state(config.model, data, stage / "run" / file, config.seed)
-            for name, file in files.items()
-        }
-        states: dict[str, dict[str, Any]] = {}
-        for name, model in models.items():
-            analysis = analyze(model, data.loss, batches, chosen.options(), progress=progress)
-            evaluation = {split: dict(data.evaluate(model, split)) for split in ("train", "test")}
-            states[name] = {"analysis": analysis.to_dict(), "evaluation": evaluation}
+        files = {"random init": stage / "run" / "ckpt-0.pt", "trained": stage / "run" / "final.pt"}
+        states = analyze_states(config, files, chosen, data, progress=progress)
         training = {
             "epochs": config.epochs, "steps": trained.steps, "batch_size": config.batch_size,
             "optimizer": config.optimizer, "lr": config.lr, "seconds": trained.seconds,

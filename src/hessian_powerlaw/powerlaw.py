@@ -49,6 +49,7 @@ __all__ = [
     "critical_value",
     "eigengap_fit",
     "fit_power_law",
+    "power_law_span",
     "rank_regression",
 ]
 
@@ -480,6 +481,42 @@ def fit_power_law(
     selection, n_dropped = _top_positive(values, k)
     size = _clauset_tail_size(selection) if cutoff == "clauset" else selection.size
     return _fit_tail(selection[:size], selection.size, n_dropped, alpha, cutoff, critical)
+
+
+def power_law_span(
+    eigenvalues: ArrayLike, step: int = 100, alpha: float = 0.05
+) -> PowerLawFit | None:
+    """The fit of the largest top-K that the paper's KS test calls a power law, or None.
+
+    K runs over ``step, 2 step, ...`` and all the positive values.
+
+    A descriptive diagnostic, not a test (it looks at many K): where a spectrum's head is a
+    power law and its tail bends away, it says how far down the power law reaches, e.g. for a
+    Hessian on too few samples, whose smallest top eigenvalues fall below the law.
+
+    Args:
+        eigenvalues: any order (as :func:`fit_power_law`).
+        step: the grid of K; at least :data:`MIN_POINTS`.
+        alpha: significance level of the KS test.
+
+    Returns:
+        The :class:`PowerLawFit` of that K (``fit.k`` is K), or None.
+
+    Raises:
+        UserInputError: as :func:`fit_power_law`, or a ``step`` below the minimum.
+    """
+    values = _as_values(eigenvalues)
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < MIN_POINTS:
+        raise UserInputError(f"step must be an integer >= {MIN_POINTS}, got {step!r}")
+    positive = int((values > 0).sum())
+    sizes = list(range(step, positive + 1, step))
+    if positive >= MIN_POINTS and (not sizes or sizes[-1] != positive):
+        sizes.append(positive)
+    for k in reversed(sizes):
+        fit = fit_power_law(values, k=k, alpha=alpha)
+        if fit.is_power_law:
+            return fit
+    return None
 
 
 # ----------------------------------------------------------------------------------------------

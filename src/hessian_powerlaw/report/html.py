@@ -101,6 +101,7 @@ DEMO_COLUMNS: tuple[tuple[str, str], ...] = (
     ("k", "k"),
     *CONVERGENCE_COLUMNS,
     *with_uncertainty(VERDICT_COLUMNS, k_fit=False),
+    ("span_k", "power law to K"),
     *CALIBRATED_COLUMNS,
     *SCALE_COLUMNS,
 )
