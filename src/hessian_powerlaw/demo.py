@@ -397,6 +397,10 @@ def run_demo(
     demo finishes (``io.staged_dir``), nothing if it fails or is interrupted: not even ``OUT``
     itself when this call created it.
 
+    With two or more torch threads the two states are analysed side by side, the first in a
+    spawned process (:func:`analyze_states`): a script that calls this needs the usual
+    ``if __name__ == "__main__":`` guard of :mod:`multiprocessing`.
+
     Args:
         out: the output folder ``OUT``.
         quick: the quick preset (digits, K = 60) instead of the default (MNIST, K = 1000).
