@@ -81,9 +81,9 @@ class DemoSettings(ResultMixin):
         return AnalysisOptions(**{k: v for k, v in values.items() if k != "dtype" or v})
 
 
-# default: the paper's K and a LeNet on real MNIST (training about a minute on 2 CPU cores,
-# 3.4 s per epoch of 10,000 images; then two K = 1000 spectra); quick: digits and K = 60,
-# well under a minute (CI)
+# default: the paper's K and a LeNet on real MNIST (measured on 2 CPU cores: training 25 s,
+# then the two K = 1000 spectra side by side in 22 minutes; docs/benchmarks.md); quick:
+# digits and K = 60, about a minute (CI)
 DEMO_PRESETS: dict[str, DemoSettings] = {
     # float32 products: 3-10x faster than float64 for convolutions on a CPU; with the "norm"
     # criterion at its float32 default (1e-5 |lambda_1|), which float32 residuals reach (the
