@@ -7,7 +7,9 @@ break it fails there first.
 
 The cost model (minutes, 2 shared CPU cores, one torch thread):
 
-- a spectrum of K = 1000 on 1,000 Hessian samples: LeNet 3-5 min (the solver's target);
+- a spectrum of K = 1000 on 1,000 Hessian samples: LeNet 3-5 min (the solver's target, not
+  met: measured 16 min on one thread and 11 min on two, about 3,300-4,100 products; see
+  docs/benchmarks.md, so a LeNet-heavy cpu scale runs about 3x over this estimate);
   FCN and linear networks 1-2 min (one Hessian-vector product of ``fcn:2x100`` on 1,000 MNIST
   images costs 1/17 of LeNet's, measured 0.06 s vs 1.03 s per 4 columns in float32, but the
   solver's own work grows with the 90k parameters); a char-GPT parameter group 1-3 min
