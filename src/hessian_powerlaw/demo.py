@@ -346,8 +346,8 @@ def analyze_states(
     this process. Two single-thread solves on two cores finish sooner than the same solves one
     after the other with two threads each: a LeNet's products (small convolutions) and the
     solver's memory-bound Gram-Schmidt gain less than 2x from a second thread (measured in
-    docs/benchmarks.md, "The demo's two spectra"). The second process has no progress bar;
-    a line says when its state is done.
+    docs/benchmarks.md, "The demo's two spectra": 1.44x). The second process has no progress
+    bar; a line says which state runs there, and another when this process waits for it.
     """
     import torch
 
