@@ -119,6 +119,60 @@ def test_rerun_reuses_finished_work(quick_all: tuple[Path, Path, int]) -> None:
     assert stamps and all(p.stat().st_mtime_ns == s for p, s in stamps.items())
 
 
+def test_workers_compute_the_same_results_side_by_side(
+    quick_all: tuple[Path, Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two workers (spawned processes, one thread each) give the numbers one process gives:
+    the same computation on the same thread count, so equal to rounding; every group of
+    conditions is logged when it starts and ends, and a rerun finds nothing left to do."""
+    from hessian_powerlaw.experiments.parallel import pending_groups
+
+    out = tmp_path / "tvr"
+    argv = ["reproduce", "trained-vs-random", "--quick", "--out", str(out), "--json",
+            "--workers", "2", "--threads", "2"]  # fmt: skip
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    alone = json.loads((quick_all[0] / "trained-vs-random" / "results.json").read_text())
+    assert [c["label"] for c in record["conditions"]] == [c["label"] for c in alone["conditions"]]
+    for ours, theirs in zip(record["conditions"], alone["conditions"], strict=True):
+        for group, analysis in ours["analyses"].items():
+            np.testing.assert_allclose(
+                analysis["spectrum"]["eigenvalues"],
+                theirs["analyses"][group]["spectrum"]["eigenvalues"], rtol=1e-6,
+            )  # fmt: skip
+    experiment = EXPERIMENTS["trained-vs-random"]
+    conditions = experiment.conditions_at(_quick())
+    runs = {c.run_name for c in conditions if c.trained} | {
+        c.label for c in conditions if not c.trained}  # fmt: skip
+    assert f"{len(runs)} groups of conditions to compute, 2 at a time with 1 torch thread each" \
+        in captured.err  # fmt: skip
+    assert captured.err.count("[start] trained-vs-random: ") == len(runs)
+    assert f"[{len(runs)}/{len(runs)}] trained-vs-random: " in captured.err
+    assert pending_groups([(experiment, out)], _quick()) == []
+
+
+def test_pending_groups_keep_a_run_in_one_worker_longest_first(tmp_path: Path) -> None:
+    from hessian_powerlaw.experiments.parallel import pending_groups
+
+    jobs = [(EXPERIMENTS[name], tmp_path / name) for name in ("trained-vs-random", "eigengaps")]
+    cpu = _scale("cpu")
+    groups = pending_groups(jobs, cpu)
+    assert [g.minutes for g in groups] == sorted((g.minutes for g in groups), reverse=True)
+    seen = [c.label for g in groups for c in g.conditions]
+    expected = [c.label for e, _ in jobs for c in e.conditions_at(cpu)]
+    assert sorted(seen) == sorted(expected)
+    for group in groups:  # one training run per group: no two processes write one run folder
+        runs = {c.run_name if c.trained else "init:" + c.label for c in group.conditions}
+        assert len(runs) == 1, group.name
+
+
+def _scale(name: str):  # type: ignore[no-untyped-def]
+    from hessian_powerlaw.experiments import get_scale
+
+    return get_scale(name)
+
+
 def _quick():  # type: ignore[no-untyped-def]
     from hessian_powerlaw.experiments import get_scale
 
@@ -216,7 +270,9 @@ def test_cpu_trained_vs_random_runs_table1_at_k1000(
 
     monkeypatch.setattr(runner, "run_condition", fake_run_condition)
     out = tmp_path / "tvr"
-    assert main(["reproduce", "trained-vs-random", "--out", str(out), "--quiet"]) == 0
+    # one worker: the replaced solver lives in this process only
+    assert main(["reproduce", "trained-vs-random", "--out", str(out), "--quiet",
+                 "--workers", "1"]) == 0  # fmt: skip
     stdout = capsys.readouterr().out
     assert [(c.config.model, c.config.data, c.hessian.k, c.hessian.samples) for c in seen] == [
         (model, data, 1000, 1000) for model, data in (

@@ -322,16 +322,6 @@ def analyze_state(
     return {"analysis": analysis.to_dict(), "evaluation": evaluation}
 
 
-def _analyze_state_alone(
-    config: TrainConfig, checkpoint: str, settings: DemoSettings, threads: int
-) -> dict[str, Any]:
-    """:func:`analyze_state` in a spawned process with its own share of the CPU threads."""
-    import torch
-
-    torch.set_num_threads(threads)
-    return analyze_state(config, checkpoint, settings)
-
-
 def analyze_states(
     config: TrainConfig,
     files: Mapping[str, str | os.PathLike[str]],
@@ -358,18 +348,14 @@ def analyze_states(
             name: analyze_state(config, files[name], settings, data, progress=progress)
             for name in names
         }
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from hessian_powerlaw._processes import spawn_pool
 
     aside = names[0]
     if progress:
         print(f"{aside}: analysed in a second process beside the others", file=sys.stderr)
     states: dict[str, dict[str, Any]] = {}
-    context = multiprocessing.get_context("spawn")  # fork would copy torch's thread pools
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        future = pool.submit(
-            _analyze_state_alone, config, str(files[aside]), settings, threads // 2
-        )
+    with spawn_pool(1, threads // 2) as pool:
+        future = pool.submit(analyze_state, config, str(files[aside]), settings)
         torch.set_num_threads(threads - threads // 2)
         try:
             for name in names[1:]:

@@ -48,7 +48,7 @@ def add_command(
 _COUNTS = {
     "k": 1, "samples": 1, "batch_size": 1, "max_matvecs": 1, "seq_len": 1, "every": 1,
     "epochs": 1, "steps": 1, "checkpoint_every": 1, "eval_every": 1, "eval_batches": 1,
-    "threads": 1, "trace_matvecs": 0, "n_boot": 0, "bootstrap": 0, "warmup_steps": 0,
+    "threads": 1, "workers": 1, "trace_matvecs": 0, "n_boot": 0, "bootstrap": 0, "warmup_steps": 0,
 }  # fmt: skip
 
 

@@ -89,13 +89,14 @@ def command_for(name: str, scale: str) -> str:
 # --------------------------------------------------------------------------------------
 
 
-class _DataCache:
+class DataCache:
     """Data bundles loaded once per experiment, keyed by the fields that define them."""
 
     def __init__(self) -> None:
         self._bundles: dict[str, Any] = {}
 
     def get(self, condition: Condition) -> Any:
+        """The data bundle of ``condition``, loaded on first use."""
         from hessian_powerlaw.training import load_config_data
 
         c = condition.config
@@ -133,6 +134,39 @@ def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | No
     return stored.get("result")
 
 
+def cached_result(condition: Condition, cache_dir: Path) -> dict[str, Any] | None:
+    """The condition's stored result under ``cache_dir``, or ``None`` when it must be computed.
+
+    A result is reused only when it was computed with the same settings (its fingerprint).
+    """
+    return _read_cached(cache_dir / f"{condition.label}.json", _fingerprint(condition))
+
+
+def compute_condition(
+    condition: Condition,
+    runs_dir: Path,
+    cache_dir: Path,
+    *,
+    data_cache: DataCache | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """:func:`run_condition`, its result stored under ``cache_dir`` for :func:`cached_result`."""
+    result = run_condition(
+        condition, runs_dir, data_cache=data_cache, device=device, progress=progress
+    )
+    atomic_write_json(
+        cache_dir / f"{condition.label}.json",
+        {"fingerprint": _fingerprint(condition), "result": result},
+    )
+    return result
+
+
+def condition_dirs(folder: Path, scale: Scale) -> tuple[Path, Path]:
+    """(runs folder, analyses folder) of an experiment's output ``folder`` at ``scale``."""
+    return folder / "runs" / scale.name, folder / "analyses" / scale.name
+
+
 def _analyse_state(
     condition: Condition, model: nn.Module, data: DataBundle, device: str | None, progress: bool
 ) -> dict[str, dict[str, Any]]:
@@ -158,7 +192,7 @@ def run_condition(
     condition: Condition,
     runs_dir: Path,
     *,
-    data_cache: _DataCache | None = None,
+    data_cache: DataCache | None = None,
     device: str | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -174,7 +208,7 @@ def run_condition(
     from hessian_powerlaw.training import load_model_state, train
 
     start = time.perf_counter()
-    cache = data_cache or _DataCache()
+    cache = data_cache or DataCache()
     data = cache.get(condition)
     config = condition.config
     run_dir = runs_dir / condition.run_name
@@ -247,19 +281,14 @@ def run_experiment(
     start = time.perf_counter()
     folder = ensure_writable_dir(out)
     conditions = experiment.conditions_at(scale)
-    runs_dir = folder / "runs" / scale.name
-    cache_dir = folder / "analyses" / scale.name
-    data_cache = _DataCache()
+    runs_dir, cache_dir = condition_dirs(folder, scale)
+    data_cache = DataCache()
     results: list[dict[str, Any]] = []
     for condition in conditions:
-        fingerprint = _fingerprint(condition)
-        cache_file = cache_dir / f"{condition.label}.json"
-        result = _read_cached(cache_file, fingerprint)
+        result = cached_result(condition, cache_dir)
         if result is None:
-            result = run_condition(
-                condition, runs_dir, data_cache=data_cache, device=device, progress=progress
-            )
-            atomic_write_json(cache_file, {"fingerprint": fingerprint, "result": result})
+            result = compute_condition(condition, runs_dir, cache_dir, data_cache=data_cache,
+                                       device=device, progress=progress)  # fmt: skip
         results.append(result)
         if log is not None:
             log(f"{experiment.name}: {condition.label} done ({result['seconds']:.1f} s)")
