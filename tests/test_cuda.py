@@ -53,19 +53,64 @@ def test_top_eigenpairs_on_the_gpu_are_certified(problem) -> None:
     assert np.all(true.numpy() <= 1e-9 * np.abs(spec.eigenvalues) * (1 + 1e-6))
 
 
+def test_float32_products_run_without_tf32_and_restore_the_flags() -> None:
+    """A convolution in TF32 differs from float32 by ~1e-3: the operator turns TF32 off for
+    its products only (torch's default, cudnn.allow_tf32 = True, comes back afterwards)."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Tanh(), nn.Flatten(), nn.Linear(8 * 36, 10))
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    reference = HessianOperator(model, nn.CrossEntropyLoss(), [(x, y)], device="cuda")
+    V = torch.randn(reference.n, 4, dtype=torch.float64, device="cuda")
+    exact = reference.matmat(V)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        errors = {}
+        for allow in (False, True):
+            op = HessianOperator(model, nn.CrossEntropyLoss(), [(x, y)], device="cuda",
+                                 dtype=torch.float32, allow_tf32=allow)  # fmt: skip
+            out = op.matmat(V.float()).double()
+            errors[allow] = float(torch.linalg.norm(out - exact) / torch.linalg.norm(exact))
+            assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert errors[False] <= 1e-5, errors
+    assert errors[True] > 10 * errors[False], errors  # TF32 does run when allowed
+
+
 def test_lean_and_eigenvalues_only_solves_on_the_gpu(problem) -> None:
-    """Budgets that leave no room for the products, then none for a basis: both methods run
-    on the GPU and agree with the explicit Hessian."""
+    """A budget that leaves no room for the products: the lean solve, certified. A budget
+    below any basis (n = 100,000, k = 100 in 40 MiB, as in test_memory_budget.py): the
+    eigenvalues-only mode, every value within its bound."""
+    from tests.test_eigenvalues_only import power_law
+
     op, _, evals = problem
     k = 20
     full = top_eigenpairs(op, k=k, tol=1e-9)
     lean = top_eigenpairs(op, k=k, tol=1e-9, memory_budget=int(full.memory_bytes * 0.7))
     assert lean.method == "block-lanczos-lean" and lean.all_converged
     np.testing.assert_allclose(lean.eigenvalues, evals[:k], rtol=0, atol=1e-8 * abs(evals[0]))
-    values_only = top_eigenpairs(op, k=k, tol=1e-8, memory_budget=40 * op.n * 8 + 2**20)
-    assert values_only.method == "lanczos-eigenvalues-only"
-    bounds = values_only.residuals * values_only.scale
-    assert np.all(np.abs(values_only.eigenvalues - evals[:k]) <= bounds + 1e-12)
+
+    values = power_law(100_000, top=200)
+    diagonal = _CudaDiagonal(values)
+    spec = top_eigenpairs(diagonal, k=100, tol=1e-8, memory_budget=40 * 2**20)
+    assert spec.method == "lanczos-eigenvalues-only" and spec.all_converged
+    truth = np.sort(values)[::-1][:100]
+    assert np.all(np.abs(spec.eigenvalues - truth) <= spec.residuals * spec.scale)
+
+
+class _CudaDiagonal:
+    """``diag(values)`` on the GPU, duck-typed: ``n``, ``dtype``, ``device``, ``matmat``."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.device = torch.device("cuda")
+        self.d = torch.as_tensor(values, dtype=torch.float64, device=self.device)
+        self.n, self.dtype = int(self.d.numel()), torch.float64
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.d[:, None] * V
 
 
 def test_float32_products_on_the_gpu_keep_the_top_eigenvalues(problem) -> None:

@@ -95,3 +95,17 @@ def test_every_analysis_records_its_options() -> None:
     again = analyze(model, criterion, batches, k=10, trace_matvecs=0, n_boot=0, block_size=3)
     np.testing.assert_array_equal(again.eigenvalues, result.eigenvalues)
     assert again.config == result.config
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype"),
+    [(None, "float32"), ("cpu", "float32"), ("cuda", "float64"), ("cuda:1", "float64")],
+)
+def test_spectrum_products_are_float32_on_a_cpu_and_float64_on_a_gpu(device, dtype) -> None:
+    from hessian_powerlaw.options import spectrum_dtype
+
+    assert spectrum_dtype(device) == dtype
+    argv = ["spectrum", "--model", "lenet", "--data", "digits"]
+    argv += ["--device", device] if device else []
+    args = build_parser().parse_args(argv)
+    assert args.dtype is None and AnalysisOptions.from_args(args).dtype == dtype

@@ -123,7 +123,8 @@ def test_the_repeat_costs_one_column_once_and_is_not_counted(monkeypatch) -> Non
 
 
 def test_the_repeat_tolerance_allows_for_tf32_on_cuda() -> None:
-    """sqrt(eps) of the dtype, but float32 on CUDA with TF32 rounds at 2^-10, not 2^-23."""
+    """sqrt(eps) of the dtype, but float32 on CUDA with TF32 (only when the operator allows
+    it) rounds at 2^-10, not 2^-23."""
     model, criterion, batches = digits_mlp(n_samples=20)
     op = HessianOperator(model, criterion, batches)
     assert op.repeat_rtol() == pytest.approx(1.49e-8, rel=1e-2)
@@ -133,6 +134,9 @@ def test_the_repeat_tolerance_allows_for_tf32_on_cuda() -> None:
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = True
+        # by default the operator's products run without TF32 whatever the flags
+        assert op.repeat_rtol() == pytest.approx(3.45e-4, rel=1e-2)
+        op.allow_tf32 = True
         assert op.repeat_rtol() == pytest.approx(2**-5)
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         assert op.repeat_rtol() == pytest.approx(3.45e-4, rel=1e-2)

@@ -16,6 +16,7 @@ to check is checked here, for :class:`hessian_powerlaw.operators.HessianOperator
   operator's CUDA device, numpy, Python). A forward pass that changes it draws random numbers.
 - :func:`data_change_cause` and :func:`nondeterminism_causes`: the likely cause in words,
   from the loader's sampler and dataset and from the model's modules.
+- :func:`without_tf32`: full float32 on a GPU while products run (TF32 breaks certification).
 - :func:`repeat_rtol`, :func:`relative_difference` and :func:`probe_loss`: how far two
   products of one vector may differ, how far they do, and what one extra look at the loss
   says about why.
@@ -25,9 +26,10 @@ to check is checked here, for :class:`hessian_powerlaw.operators.HessianOperator
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,8 @@ __all__ = [
     "repeat_rtol",
     "rng_snapshot",
     "shuffles",
+    "uses_tf32",
+    "without_tf32",
 ]
 
 # Two passes over the same samples, in any order, give checksums that differ by the rounding
@@ -280,24 +284,60 @@ def nondeterminism_causes(
 # products that differ
 
 
-def repeat_rtol(dtype: torch.dtype, device: torch.device) -> float:
+def uses_tf32(dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether float32 work on ``device`` may run in TF32 under torch's current flags.
+
+    ``torch.backends.cudnn.allow_tf32`` (convolutions; on by default) or
+    ``torch.backends.cuda.matmul.allow_tf32`` (matrix products; off by default).
+    """
+    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    return dtype == torch.float32 and device.type == "cuda" and tf32
+
+
+@contextlib.contextmanager
+def without_tf32(dtype: torch.dtype, device: torch.device) -> Iterator[None]:
+    """Run float32 CUDA work in full float32: TF32 off for convolutions and matrix products.
+
+    TF32 keeps 10 mantissa bits. Hessian products in TF32 differ from float32 ones by about
+    1e-3 relative, and not symmetrically, so an eigensolver cannot reach a residual below
+    that: on an H200, LeNet's K = 1000 with the "norm" criterion at 1e-5 had 963 of 1000
+    pairs converged after 20,320 products with TF32 (docs/benchmarks.md). Both flags are
+    restored on exit; elsewhere (CPU, float64) this does nothing.
+
+    Args:
+        dtype: the work's dtype.
+        device: where it runs.
+    """
+    if not (dtype == torch.float32 and device.type == "cuda"):
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def repeat_rtol(dtype: torch.dtype, device: torch.device, tf32: bool | None = None) -> float:
     """The relative difference two products of the same vector may have: ``sqrt(eps)``.
 
-    ``eps`` is the dtype's (1.5e-8 in float64, 3.5e-4 in float32), except for float32 on
-    CUDA with TF32 allowed (``torch.backends.cudnn.allow_tf32``, on by default, or
-    ``torch.backends.cuda.matmul.allow_tf32``): TF32 keeps 10 mantissa bits, and a product
-    of one column may take other kernels than one of ``b`` columns, so there ``eps = 2^-10``
-    and the tolerance is 0.031.
+    ``eps`` is the dtype's (a tolerance of 1.5e-8 in float64, 3.5e-4 in float32),
+    except for float32 in TF32: TF32 keeps 10 mantissa bits, and a product of one column
+    may take other kernels than one of ``b`` columns, so there ``eps = 2^-10`` and the
+    tolerance is 0.031.
 
     Args:
         dtype: the products' dtype.
         device: where they run.
+        tf32: whether the products run in TF32; ``None``: as torch's flags allow
+            (:func:`uses_tf32`).
 
     Returns:
         The tolerance.
     """
     eps = torch.finfo(dtype).eps
-    tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+    tf32 = uses_tf32(dtype, device) if tf32 is None else tf32
     if dtype == torch.float32 and device.type == "cuda" and tf32:
         eps = 2.0**-10
     return math.sqrt(eps)

@@ -111,10 +111,15 @@ class HessianOperator(OperatorBase):
             :class:`UserInputError`, naming the likely cause (dropout or noise in forward,
             BatchNorm in train mode, a shuffling loader), when the two differ by more than
             :meth:`repeat_rtol` relative to their norm (1.5e-8 in float64, 3.5e-4 in
-            float32, 0.031 in float32 with CUDA's TF32; rounding differs by ~1e-14 and
-            ~1e-6 without TF32). It costs one column product,
+            float32, 0.031 in float32 with CUDA's TF32 when ``allow_tf32``; rounding
+            differs by ~1e-14 and ~1e-6 without TF32). It costs one column product,
             once, counted in neither ``num_matvecs`` nor ``num_data_passes``. Pass ``False``
             only for an operator that is random on purpose.
+        allow_tf32: let float32 products on CUDA use TF32 where torch's flags allow it
+            (``torch.backends.cudnn.allow_tf32`` is on by default). Off by default: products
+            then run in full float32 whatever the flags (restored afterwards), because TF32
+            products differ from float32 ones by ~1e-3 relative and no eigenpair can be
+            certified below that (:func:`~.determinism.without_tf32`).
 
     Every product is checked for NaN and Inf; when it has any, the error says which is not
     finite: the parameters, a batch's data, its loss, its gradient, or only the product.
@@ -145,6 +150,7 @@ class HessianOperator(OperatorBase):
         backend: str = "auto",
         micro_batch_size: int | str | None = "auto",
         check_reproducible: bool = True,
+        allow_tf32: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -172,6 +178,7 @@ class HessianOperator(OperatorBase):
         self._active_backend: str | None = None if backend == "auto" else backend
         self._train_mode_seen: list[str] = []
         self.check_reproducible = bool(check_reproducible)
+        self.allow_tf32 = bool(allow_tf32)
         self._repeat_checked = False  # whether the first product has been repeated
 
         self.param_names = select_params(model, params)
@@ -309,14 +316,21 @@ class HessianOperator(OperatorBase):
     # ---------------------------------------------------------------- products
 
     def _apply(self, V: Tensor) -> Tensor:
-        out = self._product(V)
-        # the reductions are over the all-reduced product: every rank raises alike
-        if not bool(torch.isfinite(out).all()):
-            raise self._not_finite_error()
-        if self.check_reproducible and not self._repeat_checked:
-            self._repeat_checked = True
-            self._check_repeat(V[:, :1], out[:, :1])
+        with self._precision():
+            out = self._product(V)
+            # the reductions are over the all-reduced product: every rank raises alike
+            if not bool(torch.isfinite(out).all()):
+                raise self._not_finite_error()
+            if self.check_reproducible and not self._repeat_checked:
+                self._repeat_checked = True
+                self._check_repeat(V[:, :1], out[:, :1])
         return out
+
+    def _precision(self) -> contextlib.AbstractContextManager[None]:
+        """Full float32 on CUDA for the products, unless ``allow_tf32``."""
+        if self.allow_tf32:
+            return contextlib.nullcontext()
+        return determinism.without_tf32(self.dtype, self.device)
 
     def _product(self, V: Tensor) -> Tensor:
         if self._active_backend is None:
@@ -350,11 +364,12 @@ class HessianOperator(OperatorBase):
 
         ``eps`` is the dtype's (1.5e-8 in float64, 3.5e-4 in float32), except for float32 on
         CUDA with TF32 allowed (``torch.backends.cudnn.allow_tf32``, on by default, or
-        ``torch.backends.cuda.matmul.allow_tf32``): TF32 keeps 10 mantissa bits, and a
-        product of one column may take other kernels than one of ``b`` columns, so there
-        ``eps = 2^-10`` and the tolerance is 0.031.
+        ``torch.backends.cuda.matmul.allow_tf32``) and ``allow_tf32``: TF32 keeps 10
+        mantissa bits, and a product of one column may take other kernels than one of ``b``
+        columns, so there ``eps = 2^-10`` and the tolerance is 0.031.
         """
-        return determinism.repeat_rtol(self.dtype, self.device)
+        tf32 = self.allow_tf32 and determinism.uses_tf32(self.dtype, self.device)
+        return determinism.repeat_rtol(self.dtype, self.device, tf32)
 
     def _pass(self, V: Tensor, backend: str) -> Tensor:
         """One pass over the data: local weighted sum of per-batch HVPs, then all-reduce."""
