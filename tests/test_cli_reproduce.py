@@ -216,6 +216,8 @@ def test_plan_prints_the_cpu_budget_without_running(
     assert set(EXPERIMENTS) <= set(rows) and "total" in rows
     assert "mnist 60000, fashion-mnist 60000" in rows["trained-vs-random"]
     assert "budget of `reproduce all` at this scale: 240 minutes" in stdout
+    assert "wall time with 2 workers: about 239-282 minutes" in stdout
+    assert "the estimate is over the budget by up to 42 minutes" in stdout
     assert "- label-noise: 6,000 training images instead of 60,000" in stdout  # the cuts
     assert not out.exists()  # nothing ran
     assert main(["reproduce", "width", "--quick", "--plan", "--json"]) == 0

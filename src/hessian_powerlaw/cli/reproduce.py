@@ -186,8 +186,10 @@ def _print_plan(experiments: list[Any], scale: Any, as_json: bool) -> int:
     from hessian_powerlaw.experiments.budget import (
         BUDGET_MINUTES,
         PLAN_COLUMNS,
+        WORKERS,
         estimate,
         plan_rows,
+        wall_minutes,
     )
     from hessian_powerlaw.report.tables import text_table
 
@@ -195,12 +197,20 @@ def _print_plan(experiments: list[Any], scale: Any, as_json: bool) -> int:
     if as_json:
         print_json([{**e.to_dict(), "minutes": e.minutes} for e in estimates])
         return 0
-    print(f"{scale.name} scale: estimated minutes on 2 CPU cores (nothing is run)")
+    print(f"{scale.name} scale: estimated minutes of one worker with one torch thread, "
+          f"{WORKERS} side by side on 2 CPU cores (nothing is run)")  # fmt: skip
     print()
     print(text_table(plan_rows(estimates), PLAN_COLUMNS))
+    low = sum(e.minutes[0] for e in estimates)
+    high = sum(e.minutes[1] for e in estimates)
+    print(f"wall time with {WORKERS} workers: about {wall_minutes(low):.0f}-"
+          f"{wall_minutes(high):.0f} minutes")  # fmt: skip
     budget = BUDGET_MINUTES.get(scale.name)
     if budget is not None:
         print(f"budget of `reproduce all` at this scale: {budget:.0f} minutes")
+        if len(experiments) > 1 and wall_minutes(high) > budget:
+            print(f"the estimate is over the budget by up to {wall_minutes(high) - budget:.0f} "
+                  "minutes")  # fmt: skip
     for experiment in experiments:
         for note in experiment.notes_at(scale):
             print(f"- {experiment.name}: {note}")

@@ -130,7 +130,8 @@ class Scale(ResultMixin):
     epochs of a LeNet on a whole 60,000-image training set where a CPU cannot afford
     ``epochs`` (:attr:`lenet_full_epochs`); ``warmup_epochs`` of linear learning-rate warm-up
     (0: none, the paper's). ``k`` / ``samples`` / ``tol`` / ``trace_matvecs``:
-    the Hessian (``tol=None``: the solver's default). The ``gpt_*`` and ``llm_*`` fields are the
+    the Hessian (``tol=None``: the solver's default); ``dtype`` its products' (``None``: the
+    library's, float64). The ``gpt_*`` and ``llm_*`` fields are the
     language-model set-up (AdamW, warm-up + cosine; last-layer Hessian on ``llm_samples``
     sequences).
     """
@@ -158,6 +159,7 @@ class Scale(ResultMixin):
     matvecs_per_k: int | None = None
     lenet_epochs: int | None = None
     warmup_epochs: int = 0
+    dtype: str | None = None
 
     @property
     def lenet_full_epochs(self) -> int:
@@ -175,6 +177,7 @@ class Scale(ResultMixin):
             "samples": self.samples,
             "tol": self.tol,
             "trace_matvecs": self.trace_matvecs,
+            "dtype": self.dtype,
         }
         base.update(changes)
         if self.matvecs_per_k is not None and "max_matvecs" not in changes:
@@ -254,8 +257,10 @@ def cpu_scale() -> Scale:
     which ships with no package), its 28x28 LeNet and FCNs, SGD with momentum 0.9, lr 0.1,
     weight decay 5e-4, batch 128 and the step schedule, and K = 1000 for every model (all have
     at least 5,000 parameters). Each Hessian is the mean over a fixed set of 1,000 training
-    images (32 sequences for the char-GPT's last layer, 8 for its blocks); ``tol`` and the
-    product dtype are the library's defaults. FCNs train for the paper's 50 epochs; LeNet on
+    images (32 sequences for the char-GPT's last layer, 8 for its blocks); ``tol`` is the
+    library's default, and the products are float32 (as ``spectrum``'s on a CPU: on LeNet at
+    K = 1000 every eigenvalue within 1.9e-6 of float64's and s, d_ks identical, 2.7 times
+    faster; docs/benchmarks.md). FCNs train for the paper's 50 epochs; LeNet on
     all 60,000 images for 10 (``lenet_epochs``; 50 would take 16 minutes per network), on
     subsets (data-size, label-noise) for 50. The learning rate warms up linearly over the
     first epoch (``warmup_epochs``): at lr 0.1 with momentum 0.9 from the first step, LeNet
@@ -263,26 +268,29 @@ def cpu_scale() -> Scale:
     stuck at 2.30 after 8 epochs; with the warm-up 97.5% test accuracy). Each experiment's
     ``cuts`` say where and why it departs from the paper; docs/reproduction.md renders them.
 
-    Budget: ``reproduce all`` in at most 4 hours on this project's 2-core machine, assuming
-    3-5 minutes per K = 1000 LeNet spectrum on 1,000 samples (``reproduce all --plan``
-    prints this estimate; :mod:`hessian_powerlaw.experiments.budget` has the cost model):
+    Budget: ``reproduce all`` in at most 4 hours on this project's 2-core machine, with two
+    workers side by side. The cost model (:mod:`hessian_powerlaw.experiments.budget`;
+    ``reproduce all --plan`` prints it) takes the measured 20-22 minutes per K = 1000 LeNet
+    spectrum on 1,000 samples and 4.5-6 per FCN one (one thread each, two side by side), and
+    says the cpu scale does not fit yet: one worker's minutes below, about 239-282 minutes of
+    wall time with two:
 
-    ==================  ==========================  ========================  =======  ======
+    ==================  ==========================  ========================  =======  =======
     experiment          data (training images)      models                    spectra  minutes
-    ==================  ==========================  ========================  =======  ======
-    trained-vs-random   MNIST, Fashion-MNIST 60000  LeNet (10 ep), FCN 2x100        6    22-32
-    optimizers          MNIST 60000                 FCN 2x100, 6 optimizers         6    15-21
-    batch-size          MNIST 60000                 FCN 2x100, 4 batch sizes        4    10-14
-    width               MNIST 60000                 FCN 2x10 ... 2x100              6    15-21
-    depth               MNIST 60000                 FCN 1x100, 2x100, linear        3     8-11
-    data-size           MNIST 600/1000/6000         LeNet (50 ep)                   3    14-20
-    label-noise         MNIST 6000, noise 0/.4/.8   LeNet (50 ep)                   3    16-22
-    training-progress   MNIST 60000                 LeNet, 5 checkpoints            5    19-29
-    eigengaps           MNIST 60000                 LeNet (10 ep)                   1     7-9
-    llm-generalization  Shakespeare                 char-GPT 2x64, 7 checkpoints    7     8-22
-    llm-layers          Shakespeare                 char-GPT 2x64, 4 groups         4     5-13
-    total                                                                          48  133-208
-    ==================  ==========================  ========================  =======  ======
+    ==================  ==========================  ========================  =======  =======
+    trained-vs-random   MNIST, Fashion-MNIST 60000  LeNet (10 ep), FCN 2x100        6  97-108
+    optimizers          MNIST 60000                 FCN 2x100, 6 optimizers         6   36-45
+    batch-size          MNIST 60000                 FCN 2x100, 4 batch sizes        4   24-30
+    width               MNIST 60000                 FCN 2x10 ... 2x100              6   36-45
+    depth               MNIST 60000                 FCN 1x100, 2x100, linear        3   18-23
+    data-size           MNIST 600/1000/6000         LeNet (50 ep)                   3   65-71
+    label-noise         MNIST 6000, noise 0/.4/.8   LeNet (50 ep)                   3   67-73
+    training-progress   MNIST 60000                 LeNet, 5 checkpoints            5 104-114
+    eigengaps           MNIST 60000                 LeNet (10 ep)                   1   24-26
+    llm-generalization  Shakespeare                 char-GPT 2x64, 7 checkpoints    7    8-22
+    llm-layers          Shakespeare                 char-GPT 2x64, 4 groups         4    5-13
+    total                                                                          48 479-564
+    ==================  ==========================  ========================  =======  =======
 
     K = 1000 and 1,000 Hessian samples throughout (600 for the 600-image run; the char-GPT's
     sequences as above). Training is 53 of those minutes.
@@ -291,7 +299,7 @@ def cpu_scale() -> Scale:
         name="cpu", mnist="mnist", fashion="fashion-mnist", cifar=None, fcn="fcn:2x100",
         epochs=50, batch_size=128, lr=0.1, k=1000, samples=1000, tol=None, trace_matvecs=30,
         gpt="chargpt:2x64:2", gpt_steps=300, gpt_batch=32, gpt_lr=3e-3, gpt_checkpoints=6,
-        llm_k=1000, llm_samples=32, lenet_epochs=10, warmup_epochs=1,
+        llm_k=1000, llm_samples=32, lenet_epochs=10, warmup_epochs=1, dtype="float32",
     )  # fmt: skip
 
 

@@ -1,20 +1,20 @@
 """What an experiment costs at a scale: its spectra counted from its conditions, time estimated.
 
 ``reproduce NAME --plan`` prints :func:`plan_rows` for the chosen scale without running
-anything; the budget of the ``cpu`` scale (``reproduce all`` in at most 4 hours on a 2-core
-machine) is checked against :func:`estimate` in the tests, so a change of settings that would
-break it fails there first.
+anything. The budget of the ``cpu`` scale is ``reproduce all`` in at most 4 hours on a
+2-core machine with two workers side by side (:data:`WORKERS`); the tests check that the
+cpu scale's docstring shows what this model computes, and the plan says whether it fits.
 
-The cost model (minutes, 2 shared CPU cores, one torch thread):
+The cost model (minutes of one worker with one torch thread, a second worker beside it):
 
-- a spectrum of K = 1000 on 1,000 Hessian samples: LeNet 3-5 min (the solver's target, not
-  met: measured 16 min on one thread and 11 min on two, about 3,300-4,100 products; see
-  docs/benchmarks.md, so a LeNet-heavy cpu scale runs about 3x over this estimate);
-  FCN and linear networks 1-2 min (one Hessian-vector product of ``fcn:2x100`` on 1,000 MNIST
-  images costs 1/17 of LeNet's, measured 0.06 s vs 1.03 s per 4 columns in float32, but the
-  solver's own work grows with the 90k parameters); a char-GPT parameter group 1-3 min
-  (products of the last layer on 32 sequences 0.10 s, of one block on 8 sequences 0.2-0.4 s).
-  Other K and sample counts scale the time linearly (samples only above 1,000).
+- a spectrum of K = 1000 on 1,000 Hessian samples, float32 products: LeNet 20-22 min
+  (measured by ``reproduce trained-vs-random`` at the cpu scale: 1,243-1,318 s for the
+  trained and random LeNets on MNIST and Fashion-MNIST, 3,880-4,056 products); FCN 2x100
+  4.5-6 min (measured 257 s trained, 296 s random; the narrower FCNs of ``width`` are
+  charged the same, an overestimate); linear networks as FCNs; a char-GPT parameter group
+  1-3 min (not measured at K = 1000: products of the last layer on 32 sequences 0.10 s, of
+  one block on 8 sequences 0.2-0.4 s, per 4 columns). Other K and sample counts scale the
+  time linearly (samples only above 1,000).
 - training 28x28 images: LeNet 4,700 training images/s and 12,000 evaluated images/s, FCNs
   50,000 and 150,000 (measured: 18.7 s and 1.7 s per MNIST epoch of 60,000 images including
   the per-epoch evaluation of the training set and the 10,000 test images); char-GPT
@@ -33,11 +33,12 @@ from hessian_powerlaw.experiments import tables
 from hessian_powerlaw.experiments.base import Condition, Experiment, Scale
 from hessian_powerlaw.training import TrainConfig
 
-#: (low, high) minutes of one K = 1000 spectrum on 1,000 samples, by model family
+#: (low, high) minutes of one K = 1000 spectrum on 1,000 samples, by model family: one
+#: worker with one torch thread while a second worker runs beside it
 SPECTRUM_MINUTES: dict[str, tuple[float, float]] = {
-    "lenet": (3.0, 5.0),
-    "fcn": (1.0, 2.0),
-    "linear-net": (1.0, 2.0),
+    "lenet": (20.0, 22.0),
+    "fcn": (4.5, 6.0),
+    "linear-net": (4.5, 6.0),
     "chargpt": (1.0, 3.0),
 }
 #: images per second: (training, evaluation), by model family (28x28 inputs)
@@ -48,6 +49,26 @@ IMAGE_RATES: dict[str, tuple[float, float]] = {
 }
 GPT_STEPS_PER_SECOND = 6.0
 BUDGET_MINUTES = {"cpu": 240.0}
+#: conditions ``reproduce`` computes side by side at the cpu scale, one per core
+#: (:mod:`hessian_powerlaw.experiments.parallel`); the minutes above are one worker's
+WORKERS = 2
+
+
+def wall_minutes(minutes: float, workers: int = WORKERS) -> float:
+    """Wall-clock minutes of ``minutes`` of one worker's work shared by ``workers``.
+
+    The work splits into groups (a training run with its spectra, or one untrained
+    condition) that start longest first, so the workers stay busy until the last group or
+    two; the estimate ignores that tail.
+
+    Args:
+        minutes: the sum of the groups' estimates.
+        workers: workers side by side.
+
+    Returns:
+        ``minutes / workers``.
+    """
+    return minutes / max(1, workers)
 
 
 def family(model: str) -> str:
