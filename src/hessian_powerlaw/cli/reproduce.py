@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scale", choices=("quick", "cpu", "paper"), default=None,
-        help="cpu (default): the paper's data and K = 1000, cut to run in about 4 hours on a "
+        help="cpu (default): the paper's data and K = 1000, cut to run in 4-5 hours on a "
         "2-core CPU; quick: the smallest settings (CI); paper: the paper's settings, for GPUs",
     )  # fmt: skip
     parser.add_argument(
