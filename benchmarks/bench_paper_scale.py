@@ -122,15 +122,18 @@ def parse_opts(text: str | None) -> dict[str, Any]:
 
 
 def tool_default_dtype() -> str:
-    """The operator dtype that ``hessian-powerlaw spectrum`` uses when none is given."""
+    """The operator dtype that ``hessian-powerlaw spectrum`` uses on a CPU when none is given.
+
+    The flag's default is ``None``, resolved by the device when the options are built.
+    """
+    from hessian_powerlaw.options import AnalysisOptions
+
     try:
         from hessian_powerlaw.cli import build_parser
 
         args = build_parser().parse_args(["spectrum", "--model", "lenet", "--data", "digits"])
-        return str(args.dtype)
+        return AnalysisOptions.from_args(args).dtype
     except Exception:  # noqa: BLE001 - fall back on the library's default
-        from hessian_powerlaw.options import AnalysisOptions
-
         return AnalysisOptions().dtype
 
 

@@ -84,7 +84,7 @@ def test_lean_and_eigenvalues_only_solves_on_the_gpu(problem) -> None:
     """A budget that leaves no room for the products: the lean solve, certified. A budget
     below any basis (n = 100,000, k = 100 in 40 MiB, as in test_memory_budget.py): the
     eigenvalues-only mode, every value within its bound."""
-    from tests.test_eigenvalues_only import power_law
+    from tests.test_eigenvalues_only import Diagonal, power_law
 
     op, _, evals = problem
     k = 20
@@ -94,23 +94,11 @@ def test_lean_and_eigenvalues_only_solves_on_the_gpu(problem) -> None:
     np.testing.assert_allclose(lean.eigenvalues, evals[:k], rtol=0, atol=1e-8 * abs(evals[0]))
 
     values = power_law(100_000, top=200)
-    diagonal = _CudaDiagonal(values)
+    diagonal = Diagonal(values, device="cuda")
     spec = top_eigenpairs(diagonal, k=100, tol=1e-8, memory_budget=40 * 2**20)
     assert spec.method == "lanczos-eigenvalues-only" and spec.all_converged
     truth = np.sort(values)[::-1][:100]
     assert np.all(np.abs(spec.eigenvalues - truth) <= spec.residuals * spec.scale)
-
-
-class _CudaDiagonal:
-    """``diag(values)`` on the GPU, duck-typed: ``n``, ``dtype``, ``device``, ``matmat``."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        self.device = torch.device("cuda")
-        self.d = torch.as_tensor(values, dtype=torch.float64, device=self.device)
-        self.n, self.dtype = int(self.d.numel()), torch.float64
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return self.d[:, None] * V
 
 
 def test_float32_products_on_the_gpu_keep_the_top_eigenvalues(problem) -> None:

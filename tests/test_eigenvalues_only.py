@@ -36,9 +36,12 @@ from tests.reference import digits_mlp, explicit_hessian
 class Diagonal:
     """``diag(values)``, duck-typed: only ``n``, ``dtype``, ``device`` and ``matmat``."""
 
-    def __init__(self, values: np.ndarray, dtype: torch.dtype = torch.float64) -> None:
-        self.d = torch.as_tensor(np.asarray(values), dtype=dtype)
-        self.n, self.dtype, self.device = int(self.d.numel()), dtype, torch.device("cpu")
+    def __init__(
+        self, values: np.ndarray, dtype: torch.dtype = torch.float64, device: str = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.d = torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device)
+        self.n, self.dtype = int(self.d.numel()), dtype
         self.num_matvecs = 0
 
     def matmat(self, V: Tensor) -> Tensor:

@@ -69,9 +69,7 @@ def spectrum_dtype(device: Any) -> str:
     Returns:
         ``"float32"`` or ``"float64"``.
     """
-    if device is None:
-        return "float32"
-    return "float32" if str(device).split(":")[0] == "cpu" else "float64"
+    return "float32" if str(device or "cpu").split(":")[0] == "cpu" else "float64"
 
 
 def dtype_name(dtype: Any) -> str:

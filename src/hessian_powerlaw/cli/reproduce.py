@@ -174,12 +174,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _workers(args: argparse.Namespace, scale: str) -> int:
-    """``--workers``, else 2 for the long scales on a CPU with 2 or more cores, else 1."""
+    """``--workers``; else the budget's ``WORKERS`` on a CPU (at most one per core), 1 on a GPU.
+
+    The quick scale is too small to gain from worker processes: 1 there too.
+    """
+    from hessian_powerlaw.experiments.budget import WORKERS
+
     if args.workers is not None:
         return int(args.workers)
     if scale == "quick" or args.device not in (None, "cpu"):
         return 1
-    return min(2, os.cpu_count() or 1)
+    return min(WORKERS, os.cpu_count() or 1)
 
 
 def _print_plan(experiments: list[Any], scale: Any, as_json: bool) -> int:

@@ -29,17 +29,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         run,
     )
     _common.add_model_arguments(parser)
-    _common.add_analysis_arguments(parser, default_k=300, per_block=True, criterion=True)
     # spectrum's products are float32 on a CPU and float64 on a GPU unless asked (the
     # measurements are in options.spectrum_dtype's docstring)
-    parser.set_defaults(dtype=None)
-    for action in parser._actions:
-        if action.dest == "dtype":
-            action.help = (
-                "precision of the Hessian-vector products (default: float32 on a CPU, where it "
-                "is as accurate as the fit needs and 3x faster; float64 on a GPU, where float32 "
-                "convolutions are only about 3e-4 accurate)"
-            )
+    _common.add_analysis_arguments(
+        parser, default_k=300, per_block=True, criterion=True, dtype_by_device=True
+    )
     parser.add_argument(
         "--no-density",
         dest="density",

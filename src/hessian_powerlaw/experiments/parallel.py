@@ -69,15 +69,16 @@ def pending_groups(jobs: Sequence[tuple[Experiment, Path]], scale: Scale) -> lis
             key = f"run:{condition.run_name}" if condition.trained else f"init:{condition.label}"
             members.setdefault(key, []).append(condition)
         for conditions in members.values():
-            minutes = sum(_minutes(c) for c in conditions)
-            groups.append(Group(experiment.name, tuple(conditions), runs_dir, cache_dir, minutes))
+            groups.append(Group(experiment.name, tuple(conditions), runs_dir, cache_dir,
+                                _minutes(conditions)))  # fmt: skip
     return sorted(groups, key=lambda g: -g.minutes)
 
 
-def _minutes(condition: Condition) -> float:
-    low, high = budget.spectrum_minutes(condition)
-    training = budget.train_minutes(condition.config) if condition.trained else 0.0
-    return training + (low + high) / 2
+def _minutes(conditions: Sequence[Condition]) -> float:
+    """The budget's mid estimate of a group: its one training run (if any) and its spectra."""
+    first = conditions[0]
+    training = budget.train_minutes(first.config) if first.trained else 0.0
+    return training + sum(sum(budget.spectrum_minutes(c)) / 2 for c in conditions)
 
 
 def compute_group(group: Group, device: str | None = None) -> float:
