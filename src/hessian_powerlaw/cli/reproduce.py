@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``reproduce``; returns the exit status."""
     from hessian_powerlaw.experiments import EXPERIMENTS, get_experiment, get_scale, run_experiment
 
-    scale = get_scale(_scale_name(args), args.data_root)
+    scale = get_scale(_scale_name(args), args.data_root).for_device(args.device)
     if args.threads is not None:
         import torch
 
@@ -137,8 +138,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    from hessian_powerlaw.experiments.runner import StoredResults
+
     start = time.perf_counter()
     workers = _workers(args, scale.name)
+    shared = _shared_dirs(outs.values(), scale)
     if workers > 1:
         import torch
 
@@ -147,12 +151,13 @@ def run(args: argparse.Namespace) -> int:
         threads = max(1, torch.get_num_threads() // workers)
         jobs = [(EXPERIMENTS[name], outs[name]) for name in names]
         compute_pending(jobs, scale, workers=workers, threads=threads, device=args.device,
-                        log=log)  # fmt: skip
+                        log=log, shared=shared)  # fmt: skip
+    stored = StoredResults(shared)
     records = []
     for name in names:
         result = run_experiment(
             EXPERIMENTS[name], scale, outs[name], device=args.device,
-            progress=not args.quiet, log=log,
+            progress=not args.quiet, log=log, stored=stored,
         )  # fmt: skip
         record = result.to_dict()
         records.append(record)
@@ -171,6 +176,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {docs_path}")
     print(f"total time {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _shared_dirs(outs: Iterable[Path], scale: Any) -> list[Path]:
+    """The analyses folders of every experiment folder beside the output folders.
+
+    ``reproduce all`` writes ROOT/NAME for each experiment, and ``reproduce NAME`` writes
+    results/NAME by default: a condition another experiment already computed there, with the
+    same settings, is copied instead of computed again.
+    """
+    from hessian_powerlaw.experiments.runner import condition_dirs
+
+    found = []
+    for parent in {Path(out).parent for out in outs}:
+        try:
+            children = list(parent.iterdir()) if parent.is_dir() else []
+            found += [d for d in (condition_dirs(c, scale)[1] for c in children) if d.is_dir()]
+        except OSError:  # an unreadable folder has nothing to share
+            continue
+    return sorted(found)
 
 
 def _workers(args: argparse.Namespace, scale: str) -> int:
@@ -192,13 +216,13 @@ def _print_plan(experiments: list[Any], scale: Any, as_json: bool) -> int:
         BUDGET_MINUTES,
         PLAN_COLUMNS,
         WORKERS,
-        estimate,
+        estimate_all,
         plan_rows,
         wall_minutes,
     )
     from hessian_powerlaw.report.tables import text_table
 
-    estimates = [estimate(experiment, scale) for experiment in experiments]
+    estimates = estimate_all(experiments, scale)
     if as_json:
         print_json([{**e.to_dict(), "minutes": e.minutes} for e in estimates])
         return 0

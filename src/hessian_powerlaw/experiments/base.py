@@ -14,6 +14,7 @@ for MNIST, epochs, K, Hessian samples, ...), so the experiments differ only in w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -161,6 +162,21 @@ class Scale(ResultMixin):
     warmup_epochs: int = 0
     dtype: str | None = None
 
+    def for_device(self, device: str | None) -> Scale:
+        """This scale with its products' dtype for ``device``.
+
+        A scale whose products are float32 because a CPU computes them fast and accurately
+        takes :func:`~hessian_powerlaw.options.spectrum_dtype`'s on another device: float64
+        on a GPU, where float32 products of LeNet through cuDNN differ from float64 by 2.6e-4
+        and K = 1000 does not converge (docs/benchmarks.md, "On a GPU").
+        """
+        from hessian_powerlaw.options import spectrum_dtype
+
+        dtype = spectrum_dtype(device)
+        if self.dtype != "float32" or dtype == self.dtype:
+            return self
+        return dataclasses.replace(self, dtype=dtype)
+
     @property
     def lenet_full_epochs(self) -> int:
         """Epochs of a LeNet trained on a whole 60,000-image set at this scale."""
@@ -271,29 +287,31 @@ def cpu_scale() -> Scale:
     Budget: ``reproduce all`` in at most 4 hours on this project's 2-core machine, with two
     workers side by side. The cost model (:mod:`hessian_powerlaw.experiments.budget`;
     ``reproduce all --plan`` prints it) takes the measured 20-22 minutes per K = 1000 LeNet
-    spectrum on 1,000 samples and 4.5-6 per FCN one (one thread each, two side by side), and
-    says the cpu scale does not fit yet: one worker's minutes below, about 239-282 minutes of
-    wall time with two:
+    spectrum on 1,000 samples and 4.5-6 per FCN one (one thread each, two side by side).
+    Six conditions are the same in two experiments (Table 1's FCN is also the SGD run of
+    optimizers, batch 128, width 100 and depth 2; Table 1's trained LeNet is eigengaps'; the
+    6,000-image LeNet of data-size is label-noise's noise 0), and each is computed once. One
+    worker's minutes below, about 205-243 minutes of wall time with two:
 
     ==================  ==========================  ========================  =======  =======
     experiment          data (training images)      models                    spectra  minutes
     ==================  ==========================  ========================  =======  =======
     trained-vs-random   MNIST, Fashion-MNIST 60000  LeNet (10 ep), FCN 2x100        6  97-108
-    optimizers          MNIST 60000                 FCN 2x100, 6 optimizers         6   36-45
-    batch-size          MNIST 60000                 FCN 2x100, 4 batch sizes        4   24-30
-    width               MNIST 60000                 FCN 2x10 ... 2x100              6   36-45
-    depth               MNIST 60000                 FCN 1x100, 2x100, linear        3   18-23
+    optimizers          MNIST 60000                 FCN 2x100, 6 optimizers         5   30-37
+    batch-size          MNIST 60000                 FCN 2x100, 4 batch sizes        3   18-23
+    width               MNIST 60000                 FCN 2x10 ... 2x100              5   30-37
+    depth               MNIST 60000                 FCN 1x100, 2x100, linear        2   12-15
     data-size           MNIST 600/1000/6000         LeNet (50 ep)                   3   65-71
-    label-noise         MNIST 6000, noise 0/.4/.8   LeNet (50 ep)                   3   67-73
+    label-noise         MNIST 6000, noise 0/.4/.8   LeNet (50 ep)                   2   45-49
     training-progress   MNIST 60000                 LeNet, 5 checkpoints            5 104-114
-    eigengaps           MNIST 60000                 LeNet (10 ep)                   1   24-26
+    eigengaps           MNIST 60000                 LeNet (10 ep), Table 1's        0      0-0
     llm-generalization  Shakespeare                 char-GPT 2x64, 7 checkpoints    7    8-22
     llm-layers          Shakespeare                 char-GPT 2x64, 4 groups         4    5-13
-    total                                                                          48 479-564
+    total                                                                          42 410-486
     ==================  ==========================  ========================  =======  =======
 
     K = 1000 and 1,000 Hessian samples throughout (600 for the 600-image run; the char-GPT's
-    sequences as above). Training is 53 of those minutes.
+    sequences as above). Training is 43 of those minutes.
     """
     return Scale(
         name="cpu", mnist="mnist", fashion="fashion-mnist", cifar=None, fcn="fcn:2x100",

@@ -24,7 +24,7 @@ The cost model (minutes of one worker with one torch thread, a second worker bes
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +132,7 @@ class Estimate(ResultMixin):
     spectra: int
     train_minutes: float
     spectrum_minutes: tuple[float, float]
+    reused: int = 0
 
     @property
     def minutes(self) -> tuple[float, float]:
@@ -140,11 +141,25 @@ class Estimate(ResultMixin):
         return self.train_minutes + low, self.train_minutes + high
 
 
-def estimate(experiment: Experiment, scale: Scale) -> Estimate:
-    """Count the runs and spectra of ``experiment`` at ``scale`` and estimate their time."""
+def estimate(experiment: Experiment, scale: Scale, seen: set[str] | None = None) -> Estimate:
+    """Count the runs and spectra of ``experiment`` at ``scale`` and estimate their time.
+
+    ``seen`` holds the keys (:func:`~hessian_powerlaw.experiments.runner.condition_key`) of
+    conditions that experiments estimated before this one compute; a condition among them is
+    copied, not computed (``reused``), and this experiment's keys are added.
+    """
+    from hessian_powerlaw.experiments.runner import condition_key
+
     conditions = experiment.conditions_at(scale)
-    runs: dict[str, TrainConfig] = {c.run_name: c.config for c in conditions if c.trained}
-    spectra = [spectrum_minutes(c) for c in conditions]
+    computed = []
+    for condition in conditions:
+        key = condition_key(condition)
+        if seen is None or key not in seen:
+            computed.append(condition)
+        if seen is not None:
+            seen.add(key)
+    runs: dict[str, TrainConfig] = {c.run_name: c.config for c in computed if c.trained}
+    spectra = [spectrum_minutes(c) for c in computed]
     return Estimate(
         experiment=experiment.name,
         data=_data_sizes(c.config for c in conditions),
@@ -153,10 +168,20 @@ def estimate(experiment: Experiment, scale: Scale) -> Estimate:
         samples=_unique(c.hessian.samples for c in conditions),
         epochs=_unique(c.config.epochs for c in conditions if c.config.epochs is not None),
         runs=len(runs),
-        spectra=sum(spectra_of(c) for c in conditions),
+        spectra=sum(spectra_of(c) for c in computed),
         train_minutes=sum(train_minutes(config) for config in runs.values()),
         spectrum_minutes=(sum(s[0] for s in spectra), sum(s[1] for s in spectra)),
+        reused=len(conditions) - len(computed),
     )
+
+
+def estimate_all(experiments: Iterable[Experiment], scale: Scale) -> list[Estimate]:
+    """:func:`estimate` of each experiment, each reusing its predecessors' conditions.
+
+    That is what ``reproduce`` does for experiments written beside each other.
+    """
+    seen: set[str] = set()
+    return [estimate(experiment, scale, seen) for experiment in experiments]
 
 
 def _data_sizes(configs: Any) -> list[str]:
@@ -183,6 +208,7 @@ PLAN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("epochs", "epochs"),
     ("runs", "runs"),
     ("spectra", "spectra"),
+    ("reused", "reused"),
     ("train", "train min"),
     ("spectrum", "spectra min"),
     ("total", "total min"),
@@ -201,7 +227,8 @@ def plan_rows(estimates: Sequence[Estimate]) -> list[dict[str, Any]]:
     rows = [
         {"experiment": e.experiment, "data": words(e.data), "models": words(e.models),
          "k": words(e.k), "samples": words(e.samples), "epochs": words(e.epochs),
-         "runs": e.runs, "spectra": e.spectra, "train": f"{math.ceil(e.train_minutes)}",
+         "runs": e.runs, "spectra": e.spectra, "reused": e.reused,
+         "train": f"{math.ceil(e.train_minutes)}",
          "spectrum": span(*e.spectrum_minutes), "total": span(*e.minutes)}
         for e in estimates
     ]  # fmt: skip
@@ -210,6 +237,7 @@ def plan_rows(estimates: Sequence[Estimate]) -> list[dict[str, Any]]:
     rows.append({
         "experiment": "total", "runs": sum(e.runs for e in estimates),
         "spectra": sum(e.spectra for e in estimates),
+        "reused": sum(e.reused for e in estimates),
         "train": f"{math.ceil(sum(e.train_minutes for e in estimates))}",
         "spectrum": span(sum(e.spectrum_minutes[0] for e in estimates),
                          sum(e.spectrum_minutes[1] for e in estimates)),

@@ -32,8 +32,8 @@ Each section names the command that reproduces one finding of Tang et al., "Inve
 Overlooked Hessian Structure: From CNNs to LLMs" (ICML 2025), shows our numbers next to the
 paper's, and says whether the finding holds here, computed from those numbers. Scale `{scale}`:
 {scale_note}
-Total measured time: {total:.0f} s (training and Hessians of every condition, on 2 CPU cores
-shared with other work; times of conditions reused from an earlier run are those of that run).
+Total measured time: {total:.0f} s (training and Hessians of every condition, on {machine};
+a condition that several experiments share is computed once and counted in the first).
 Versions: {versions}.
 """
 
@@ -95,6 +95,9 @@ def render_docs(
         scale=scale,
         scale_note=SCALE_NOTES.get(scale, "see each section."),
         total=sum(compute_seconds(r) for r in records),
+        machine=" and ".join(
+            dict.fromkeys(str(r.get("machine") or "an unrecorded machine") for r in records)
+        ),
         versions=versions,
     )
     toc = "\n".join(

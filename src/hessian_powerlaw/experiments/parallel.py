@@ -9,7 +9,9 @@ computes every condition whose result is not stored yet and stores it where
 summarises.
 
 The unit of work is a *group*: the conditions of one experiment that share a training run
-(the run folder is written by one process only), or one untrained condition. Groups start
+(the run folder is written by one process only), or one untrained condition. A condition with
+the same settings as one stored or pending for another experiment is left out: the runner
+copies its result (:class:`~hessian_powerlaw.experiments.runner.StoredResults`). Groups start
 longest first by the budget's estimate (:mod:`hessian_powerlaw.experiments.budget`), so the
 long tracked runs do not start last and leave one worker idle at the end.
 """
@@ -26,9 +28,10 @@ from hessian_powerlaw.experiments import budget
 from hessian_powerlaw.experiments.base import Condition, Experiment, Scale
 from hessian_powerlaw.experiments.runner import (
     DataCache,
-    cached_result,
+    StoredResults,
     compute_condition,
     condition_dirs,
+    condition_key,
 )
 
 
@@ -48,26 +51,34 @@ class Group:
         return f"{self.experiment}: {', '.join(c.label for c in self.conditions)}"
 
 
-def pending_groups(jobs: Sequence[tuple[Experiment, Path]], scale: Scale) -> list[Group]:
+def pending_groups(
+    jobs: Sequence[tuple[Experiment, Path]], scale: Scale, shared: Sequence[Path] = ()
+) -> list[Group]:
     """The groups with a condition to compute, longest first.
 
     Args:
         jobs: each experiment with its output folder (as given to ``run_experiment``).
         scale: the scale they run at.
+        shared: more analyses folders whose results stand in for conditions of equal settings.
 
     Returns:
         One :class:`Group` per training run (or untrained condition) whose conditions are not
-        all stored; its ``minutes`` is the budget's estimate of what is left of it.
+        all stored; its ``minutes`` is the budget's estimate of what is left of it. A
+        condition stored for another job, or pending in an earlier group, is in no group.
     """
+    stored = StoredResults([*(condition_dirs(folder, scale)[1] for _, folder in jobs), *shared])
+    claimed: set[str] = set()
     groups: list[Group] = []
     for experiment, folder in jobs:
         runs_dir, cache_dir = condition_dirs(folder, scale)
         members: dict[str, list[Condition]] = {}
         for condition in experiment.conditions_at(scale):
-            if cached_result(condition, cache_dir) is not None:
+            key = condition_key(condition)
+            if key in claimed or key in stored:
                 continue
-            key = f"run:{condition.run_name}" if condition.trained else f"init:{condition.label}"
-            members.setdefault(key, []).append(condition)
+            claimed.add(key)
+            run = f"run:{condition.run_name}" if condition.trained else f"init:{condition.label}"
+            members.setdefault(run, []).append(condition)
         for conditions in members.values():
             groups.append(Group(experiment.name, tuple(conditions), runs_dir, cache_dir,
                                 _minutes(conditions)))  # fmt: skip
@@ -99,20 +110,22 @@ def compute_pending(
     threads: int,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
+    shared: Sequence[Path] = (),
 ) -> int:
     """Compute every condition of ``jobs`` not stored yet, ``workers`` groups at a time.
 
     Each worker is a spawned process with ``threads`` torch threads and no progress bars
     (two bars on one terminal garble each other); ``log`` hears a line when a group starts
-    and when it ends, with its time. The first error in a worker stops the others' queued
-    groups (those running finish, and what they stored stays stored) and is raised here.
+    and when it ends, with its time. ``shared``: as for :func:`pending_groups`. The first
+    error in a worker stops the others' queued groups (those running finish, and what they
+    stored stays stored) and is raised here.
 
     Returns:
         The number of groups computed.
     """
     from hessian_powerlaw._processes import spawn_pool
 
-    groups = pending_groups(jobs, scale)
+    groups = pending_groups(jobs, scale, shared)
     say = log or (lambda line: None)
     if not groups:
         return 0

@@ -10,8 +10,11 @@ For an experiment at a scale, written to ``OUT``::
 
 Rerunning skips finished work: a finished run is not retrained (``train`` returns it as is),
 a condition whose analysis file holds the same settings is not recomputed, and tracked runs
-reuse the checkpoints already in their ``track.json``. ``results.json``, ``table.md`` and the
-figures appear together when the experiment finishes (``io.staged_dir``).
+reuse the checkpoints already in their ``track.json``. Experiments share conditions too: the
+FCN of Table 1 is also the optimizer sweep's SGD run, the batch-size sweep's batch 128, width
+100 and depth 2. A condition with the same settings as one already stored for another
+experiment (:class:`StoredResults`) is copied from it, not computed again. ``results.json``,
+``table.md`` and the figures appear together when the experiment finishes (``io.staged_dir``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +52,7 @@ class ExperimentResult(ResultMixin):
     ``seconds`` is this call's wall time (short when earlier results were reused);
     ``compute_seconds`` the time the numbers took to compute: the recorded time of every
     condition (training and analysis, whenever it ran) plus this call's summary and figures.
+    ``machine`` says where this call ran (``"NVIDIA H200 GPU"``, ``"2-core CPU"``).
     ``agreement`` is the verdict's computed headline ("agrees", "partly agrees", "disagrees",
     "not compared"); ``settings`` says what ran (models, data, training, Hessian, spectra),
     computed from the conditions; ``notes`` are the experiment's notes on where this scale
@@ -76,6 +81,7 @@ class ExperimentResult(ResultMixin):
     agreement: str = "not compared"
     settings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    machine: str = ""
 
 
 def command_for(name: str, scale: str) -> str:
@@ -122,14 +128,20 @@ def _fingerprint(condition: Condition) -> dict[str, Any]:
     )
 
 
-def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+def _read_stored(path: Path) -> dict[str, Any] | None:
+    """A stored ``{"fingerprint", "result"}`` file, or ``None`` when missing or damaged."""
     if not path.is_file():
         return None
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a damaged file is recomputed, never trusted
-    if stored.get("fingerprint") != fingerprint:
+    return stored if isinstance(stored, dict) else None
+
+
+def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    stored = _read_stored(path)
+    if stored is None or stored.get("fingerprint") != fingerprint:
         return None
     return stored.get("result")
 
@@ -139,7 +151,84 @@ def cached_result(condition: Condition, cache_dir: Path) -> dict[str, Any] | Non
 
     A result is reused only when it was computed with the same settings (its fingerprint).
     """
-    return _read_cached(cache_dir / f"{condition.label}.json", _fingerprint(condition))
+    return _read_cached(result_path(condition, cache_dir), _fingerprint(condition))
+
+
+def _key(fingerprint: dict[str, Any]) -> str:
+    return json.dumps(fingerprint, sort_keys=True)
+
+
+def condition_key(condition: Condition) -> str:
+    """Equal for two conditions exactly when one's result can stand for the other's."""
+    return _key(_fingerprint(condition))
+
+
+class StoredResults:
+    """Every condition result stored in some analyses folders, found by its settings.
+
+    Built from the folders' files once; :meth:`add` records what is computed afterwards.
+    Only a file whose fingerprint equals the condition's is ever used.
+    """
+
+    def __init__(self, cache_dirs: Iterable[Path] = ()) -> None:
+        self._paths: dict[str, Path] = {}
+        copies: dict[str, Path] = {}
+        for folder in cache_dirs:
+            for path in sorted(Path(folder).glob("*.json")):
+                stored = _read_stored(path)
+                if stored is None or not isinstance(stored.get("fingerprint"), dict):
+                    continue
+                # a copy stands in only where the original is gone
+                copied = bool((stored.get("result") or {}).get("reused_from"))
+                (copies if copied else self._paths).setdefault(_key(stored["fingerprint"]), path)
+        for key, path in copies.items():
+            self._paths.setdefault(key, path)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._paths
+
+    def add(self, condition: Condition, path: Path) -> None:
+        """Record that ``condition``'s result is stored at ``path``."""
+        self._paths.setdefault(condition_key(condition), path)
+
+    def reuse(self, condition: Condition, cache_dir: Path) -> dict[str, Any] | None:
+        """A stored result of ``condition``'s settings, or ``None`` when there is none.
+
+        The result is relabelled as ``condition``'s and stored under ``cache_dir``. The copy
+        keeps the numbers and the training record, takes the condition's own label, group,
+        swept values and paper row, and counts no seconds (``reused_from`` names the source,
+        ``reused_seconds`` its time), so no experiment's time counts a spectrum twice.
+        """
+        path = self._paths.get(condition_key(condition))
+        if path is None:
+            return None
+        source = _read_cached(path, _fingerprint(condition))
+        if source is None:  # changed on disk since it was indexed
+            return None
+        result = {
+            **source,
+            "label": condition.label,
+            "group": condition.group,
+            "values": dict(condition.values),
+            "paper": condition.paper,
+            "seconds": 0.0,
+            "reused_from": str(path),
+            "reused_seconds": float(source.get("reused_seconds") or source["seconds"]),
+        }
+        _store(condition, cache_dir, result)
+        return result
+
+
+def result_path(condition: Condition, cache_dir: Path) -> Path:
+    """Where ``condition``'s result is stored under the analyses folder ``cache_dir``."""
+    return cache_dir / f"{condition.label}.json"
+
+
+def _store(condition: Condition, cache_dir: Path, result: dict[str, Any]) -> None:
+    atomic_write_json(
+        result_path(condition, cache_dir),
+        {"fingerprint": _fingerprint(condition), "result": result},
+    )
 
 
 def compute_condition(
@@ -155,10 +244,7 @@ def compute_condition(
     result = run_condition(
         condition, runs_dir, data_cache=data_cache, device=device, progress=progress
     )
-    atomic_write_json(
-        cache_dir / f"{condition.label}.json",
-        {"fingerprint": _fingerprint(condition), "result": result},
-    )
+    _store(condition, cache_dir, result)
     return result
 
 
@@ -232,7 +318,7 @@ def run_condition(
         "track": None,
     }
     if condition.track:
-        record["track"] = _track(condition, run_dir, progress)
+        record["track"] = _track(condition, run_dir, device, progress)
         last = record["track"]["entries"][-1]
         record["analyses"] = {last["analysis"]["params"]: last["analysis"]}
         record["evaluation"] = {
@@ -248,11 +334,14 @@ def run_condition(
     return record
 
 
-def _track(condition: Condition, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _track(
+    condition: Condition, run_dir: Path, device: str | None, progress: bool
+) -> dict[str, Any]:
     from hessian_powerlaw.tracking import track_run
 
     h = condition.hessian
-    result = track_run(run_dir, h.options(), params=h.params, progress=progress, figures=False)
+    result = track_run(run_dir, h.options(), params=h.params, device=device, progress=progress,
+                       figures=False)  # fmt: skip
     return result.to_dict()
 
 
@@ -269,10 +358,13 @@ def run_experiment(
     device: str | None = None,
     progress: bool = False,
     log: Any = None,
+    stored: StoredResults | None = None,
 ) -> ExperimentResult:
     """Run every condition of ``experiment`` at ``scale`` into ``out`` and write the outputs.
 
-    ``log`` (a callable taking a string) hears one line per finished condition.
+    ``log`` (a callable taking a string) hears one line per finished condition. A condition
+    not stored under ``out`` yet is copied from ``stored`` when that holds one of the same
+    settings (another experiment's), else computed and added to ``stored``.
     """
     from hessian_powerlaw.analysis import versions
     from hessian_powerlaw.experiments.paper import PAPER_ROWS
@@ -284,14 +376,18 @@ def run_experiment(
     runs_dir, cache_dir = condition_dirs(folder, scale)
     data_cache = DataCache()
     results: list[dict[str, Any]] = []
+    stored = stored if stored is not None else StoredResults()
     for condition in conditions:
-        result = cached_result(condition, cache_dir)
+        result = cached_result(condition, cache_dir) or stored.reuse(condition, cache_dir)
         if result is None:
             result = compute_condition(condition, runs_dir, cache_dir, data_cache=data_cache,
                                        device=device, progress=progress)  # fmt: skip
+            stored.add(condition, result_path(condition, cache_dir))
         results.append(result)
         if log is not None:
-            log(f"{experiment.name}: {condition.label} done ({result['seconds']:.1f} s)")
+            done = (f"reused {result['reused_from']}" if result.get("reused_from")
+                    else f"{result['seconds']:.1f} s")  # fmt: skip
+            log(f"{experiment.name}: {condition.label} done ({done})")
     summary_start = time.perf_counter()
     summary: Summary = experiment.summarize(scale, results)
     paper_rows = [to_jsonable(row) for row in PAPER_ROWS.get(experiment.name, ())]
@@ -321,11 +417,24 @@ def run_experiment(
             agreement=summary.agreement,
             settings=settings_lines(results),
             notes=list(experiment.notes_at(scale)),
+            machine=describe_machine(device),
         )
         record = result_obj.to_dict()
         atomic_write_json(stage / RESULTS_FILE, record)
         atomic_write_text(stage / TABLE_FILE, markdown_report(record))
     return result_obj
+
+
+def describe_machine(device: str | None) -> str:
+    """``"NVIDIA H200 GPU"`` for a CUDA device, else ``"2-core CPU"`` (the cores allowed)."""
+    import torch
+
+    if device is not None and torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(torch.device(device))} GPU"
+    if device is not None and torch.device(device).type != "cpu":
+        return str(device)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cores}-core CPU"
 
 
 def _write_figures(summary: Summary, stage: Path) -> list[str]:
