@@ -113,8 +113,9 @@ def test_cpu_scale_is_the_papers_settings() -> None:
             assert h.samples == min(1000, cfg.subset or 60000)
             assert (cfg.momentum, cfg.weight_decay, cfg.schedule) == (0.9, 5e-4, "step")
             assert cfg.warmup_steps == math.ceil((cfg.subset or 60000) / cfg.batch_size)
-            if name != "optimizers":
-                assert (cfg.optimizer, cfg.lr) == ("sgd-momentum", 0.1)
+            if name != "optimizers":  # the linear network diverges at 0.1: half of it
+                lr = 0.05 if cfg.model.startswith("linear-net") else 0.1
+                assert (cfg.optimizer, cfg.lr) == ("sgd-momentum", lr)
             if name != "batch-size":
                 assert cfg.batch_size == 128
             # FCNs and LeNet on subsets: the paper's 50 epochs; LeNet on all of MNIST: 10

@@ -92,6 +92,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--docs-dir", metavar="DIR", default="docs", help="where --write-docs writes"
     )
+    parser.add_argument(
+        "--docs-only", action="store_true",
+        help="with all --write-docs: write the page from the results.json of each experiment "
+        "already under --out, computing nothing (e.g. results made on different machines)",
+    )  # fmt: skip
     add_json(parser)
     add_quiet(parser)
     parser.set_defaults(resume_hint=resume_hint)
@@ -115,7 +120,7 @@ def _scale_name(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``reproduce``; returns the exit status."""
-    from hessian_powerlaw.experiments import EXPERIMENTS, get_experiment, get_scale, run_experiment
+    from hessian_powerlaw.experiments import EXPERIMENTS, get_experiment, get_scale
 
     scale = get_scale(_scale_name(args), args.data_root).for_device(args.device)
     if args.threads is not None:
@@ -134,13 +139,44 @@ def run(args: argparse.Namespace) -> int:
     if args.plan:
         return _print_plan([EXPERIMENTS[name] for name in names], scale, args.json)
 
+    if args.docs_only and not (args.write_docs and args.name == "all"):
+        raise UserInputError("--docs-only goes with `reproduce all --write-docs`")
+    start = time.perf_counter()
+    if args.docs_only:
+        from hessian_powerlaw.experiments import load_results
+
+        # "out" is where the results (and their figures) are now
+        records = [{**load_results(outs[name]), "out": str(outs[name])} for name in names]
+    else:
+        records = _run(args, names, outs, scale)
+    docs_path = None
+    if args.write_docs:
+        from hessian_powerlaw.experiments.docs import write_docs
+
+        device = f" --device {args.device}" if args.device not in (None, "cpu") else ""
+        flags = " --docs-only" if args.docs_only else _flags(scale.name) + device
+        command = "hessian-powerlaw reproduce all" + flags + " --write-docs"
+        docs_path = write_docs(records, args.docs_dir, command)
+    if args.json:
+        print_json(records[0] if len(records) == 1 else records)
+        return 0
+    if docs_path is not None:
+        print(f"wrote {docs_path}")
+    print(f"total time {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run(
+    args: argparse.Namespace, names: list[str], outs: dict[str, Path], scale: Any
+) -> list[dict[str, Any]]:
+    """Compute (or reuse) every condition of ``names`` and summarise each experiment."""
+    from hessian_powerlaw.experiments import EXPERIMENTS, run_experiment
+    from hessian_powerlaw.experiments.runner import StoredResults
+
     def log(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    from hessian_powerlaw.experiments.runner import StoredResults
-
-    start = time.perf_counter()
     workers = _workers(args, scale.name)
     shared = _shared_dirs(outs.values(), scale)
     if workers > 1:
@@ -163,19 +199,7 @@ def run(args: argparse.Namespace) -> int:
         records.append(record)
         if not args.json:
             _print_summary(record)
-    docs_path = None
-    if args.write_docs:
-        from hessian_powerlaw.experiments.docs import write_docs
-
-        command = "hessian-powerlaw reproduce all" + _flags(scale.name) + " --write-docs"
-        docs_path = write_docs(records, args.docs_dir, command)
-    if args.json:
-        print_json(records[0] if len(records) == 1 else records)
-        return 0
-    if docs_path is not None:
-        print(f"wrote {docs_path}")
-    print(f"total time {time.perf_counter() - start:.1f} s")
-    return 0
+    return records
 
 
 def _shared_dirs(outs: Iterable[Path], scale: Any) -> list[Path]:

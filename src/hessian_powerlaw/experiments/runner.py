@@ -52,7 +52,8 @@ class ExperimentResult(ResultMixin):
     ``seconds`` is this call's wall time (short when earlier results were reused);
     ``compute_seconds`` the time the numbers took to compute: the recorded time of every
     condition (training and analysis, whenever it ran) plus this call's summary and figures.
-    ``machine`` says where this call ran (``"NVIDIA H200 GPU"``, ``"2-core CPU"``).
+    ``machine`` says where the conditions were computed (``"NVIDIA H200 GPU"``, ``"2-core
+    CPU"``; several, comma-separated, when they were computed in different places).
     ``agreement`` is the verdict's computed headline ("agrees", "partly agrees", "disagrees",
     "not compared"); ``settings`` says what ran (models, data, training, Hessian, spectra),
     computed from the conditions; ``notes`` are the experiment's notes on where this scale
@@ -288,7 +289,7 @@ def run_condition(
     ``trained``, ``training`` (final metrics, steps, seconds; ``None`` for random init),
     ``evaluation`` (train/test loss and accuracy of the analysed state), ``num_samples``,
     ``analyses`` (``{group: Analysis dict}``; one entry unless per-block), ``track`` (the
-    ``track.json`` dict for tracked conditions) and ``seconds``.
+    ``track.json`` dict for tracked conditions), ``seconds`` and ``machine`` (where it ran).
     """
     from hessian_powerlaw.analysis import evaluate_model
     from hessian_powerlaw.training import load_model_state, train
@@ -331,6 +332,7 @@ def run_condition(
         record["analyses"] = _analyse_state(condition, model, data, device, progress)
         record["evaluation"] = evaluate_model(model.cpu(), data)
     record["seconds"] = time.perf_counter() - start
+    record["machine"] = describe_machine(device)
     return record
 
 
@@ -389,6 +391,7 @@ def run_experiment(
                     else f"{result['seconds']:.1f} s")  # fmt: skip
             log(f"{experiment.name}: {condition.label} done ({done})")
     summary_start = time.perf_counter()
+    here = describe_machine(device)
     summary: Summary = experiment.summarize(scale, results)
     paper_rows = [to_jsonable(row) for row in PAPER_ROWS.get(experiment.name, ())]
     with staged_dir(folder) as stage:
@@ -417,7 +420,7 @@ def run_experiment(
             agreement=summary.agreement,
             settings=settings_lines(results),
             notes=list(experiment.notes_at(scale)),
-            machine=describe_machine(device),
+            machine=", ".join(dict.fromkeys(str(r.get("machine") or here) for r in results)),
         )
         record = result_obj.to_dict()
         atomic_write_json(stage / RESULTS_FILE, record)
