@@ -399,3 +399,19 @@ def test_cpu_trained_vs_random_runs_table1_at_k1000(
     assert record["notes"][0].startswith("LeNet trains for 10 epochs instead of 50")
     table = (out / "table.md").read_text()
     assert "## Where these settings depart from the paper's, and why" in table
+
+
+def test_work_seconds_count_resumed_work_once() -> None:
+    """A condition's time is the work its numbers took: a rerun that found the training done,
+    or a tracked run resumed from its track.json, counts the recorded times instead."""
+    from hessian_powerlaw.experiments.runner import work_seconds
+
+    fresh = {"seconds": 50.0, "training": {"seconds": 20.0}, "analyses": {"all": {"seconds": 29.0}}}
+    assert work_seconds(fresh) == 50.0  # this call did all of it
+    rerun = {**fresh, "seconds": 30.0}  # training found finished: 20 s of it ran before
+    assert work_seconds(rerun) == 49.0
+    tracked = {"seconds": 142.0, "training": {"seconds": 127.0}, "analyses": {},
+               "track": {"entries": [{"analysis": {"seconds": s}} for s in (179.0, 75.0)]}}
+    assert work_seconds(tracked) == 127.0 + 179.0 + 75.0
+    assert work_seconds({**fresh, "reused_from": "x.json"}) == 0.0
+    assert work_seconds({"seconds": 3.0, "training": None, "analyses": {}}) == 3.0

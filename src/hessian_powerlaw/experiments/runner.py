@@ -413,7 +413,7 @@ def run_experiment(
             figures=figures,
             paper=paper_rows,
             seconds=time.perf_counter() - start,
-            compute_seconds=sum(float(r["seconds"]) for r in results)
+            compute_seconds=sum(work_seconds(r) for r in results)
             + time.perf_counter()
             - summary_start,
             versions=versions(),
@@ -426,6 +426,24 @@ def run_experiment(
         atomic_write_json(stage / RESULTS_FILE, record)
         atomic_write_text(stage / TABLE_FILE, markdown_report(record))
     return result_obj
+
+
+def work_seconds(result: dict[str, Any]) -> float:
+    """The seconds a condition's numbers took to compute, whenever that was.
+
+    A rerun that finds the training finished, or a tracked run that resumes from its
+    ``track.json``, takes less time than the work did: then the recorded training time plus
+    each analysis' time counts. A copy of another experiment's condition counts 0.
+    """
+    if result.get("reused_from"):
+        return 0.0
+    recorded = float((result.get("training") or {}).get("seconds") or 0.0)
+    if result.get("track"):
+        analyses = [entry["analysis"] for entry in result["track"]["entries"]]
+    else:
+        analyses = list((result.get("analyses") or {}).values())
+    recorded += sum(float(a.get("seconds") or 0.0) for a in analyses)
+    return max(float(result["seconds"]), recorded)
 
 
 def describe_machine(device: str | None) -> str:
