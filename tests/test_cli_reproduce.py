@@ -190,6 +190,9 @@ def test_stored_results_trust_only_equal_settings(tmp_path: Path) -> None:
     (folder / "1-original.json").write_text(json.dumps(
         {"fingerprint": _fingerprint(a), "result": {"seconds": 3.0, "analyses": {}}}))  # fmt: skip
     (folder / "2-damaged.json").write_text("{not json")
+    (folder / "3-no-result.json").write_text(json.dumps({"fingerprint": _fingerprint(b)}))
+    (folder / "4-odd-result.json").write_text(
+        json.dumps({"fingerprint": _fingerprint(b), "result": [1, 2]}))  # fmt: skip
     stored = StoredResults([folder])
     assert condition_key(a) in stored and condition_key(b) not in stored
     target = tmp_path / "y"
@@ -415,3 +418,38 @@ def test_work_seconds_count_resumed_work_once() -> None:
     assert work_seconds(tracked) == 127.0 + 179.0 + 75.0
     assert work_seconds({**fresh, "reused_from": "x.json"}) == 0.0
     assert work_seconds({"seconds": 3.0, "training": None, "analyses": {}}) == 3.0
+    assert work_seconds(rerun, training=False) == 29.0
+
+
+def test_experiment_seconds_count_a_shared_run_once() -> None:
+    """Two conditions of one run (train- and test-data spectra): its training counts once."""
+    from hessian_powerlaw.experiments.runner import experiment_seconds
+
+    first = {"seconds": 50.0, "run": "r", "training": {"seconds": 20.0},
+             "analyses": {"all": {"seconds": 29.0}}}  # fmt: skip
+    second = {"seconds": 31.0, "run": "r", "training": {"seconds": 20.0},
+              "analyses": {"all": {"seconds": 30.0}}}  # fmt: skip
+    other = {"seconds": 10.0, "run": "q", "training": {"seconds": 4.0},
+             "analyses": {"all": {"seconds": 6.0}}}  # fmt: skip
+    random = {"seconds": 7.0, "run": None, "training": None, "analyses": {"all": {"seconds": 7}}}
+    assert experiment_seconds([first, second, other, random]) == 50.0 + 30.0 + 10.0 + 7.0
+
+
+def test_workers_copy_what_another_experiment_computes(tmp_path: Path) -> None:
+    """Side by side (two workers), a condition that two experiments share is computed once,
+    by the first, and copied into the second when the experiments are summarised."""
+    import argparse
+
+    from hessian_powerlaw.cli import reproduce as cli
+
+    names = ["optimizers", "width"]
+    outs = {name: tmp_path / name for name in names}
+    args = argparse.Namespace(quiet=True, json=True, workers=2, device=None)
+    records = cli._run(args, names, outs, _quick())
+    width = {c["label"]: c for c in records[1]["conditions"]}
+    optimizers = {c["label"]: c for c in records[0]["conditions"]}
+    copy = width["width-32"]
+    assert copy["reused_from"] == str(outs["optimizers"] / "analyses/quick/sgd-momentum.json")
+    assert copy["analyses"] == optimizers["sgd-momentum"]["analyses"]
+    assert "reused_from" not in width["width-8"] and width["width-8"]["seconds"] > 0
+    assert not any(c.get("reused_from") for c in optimizers.values())

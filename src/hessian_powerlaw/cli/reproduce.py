@@ -188,7 +188,8 @@ def _run(
         jobs = [(EXPERIMENTS[name], outs[name]) for name in names]
         compute_pending(jobs, scale, workers=workers, threads=threads, device=args.device,
                         log=log, shared=shared)  # fmt: skip
-    stored = StoredResults(shared)
+    # what the workers stored, and the folders they created, join the index
+    stored = StoredResults(_shared_dirs(outs.values(), scale))
     records = []
     for name in names:
         result = run_experiment(
@@ -214,10 +215,16 @@ def _shared_dirs(outs: Iterable[Path], scale: Any) -> list[Path]:
     found = []
     for parent in {Path(out).parent for out in outs}:
         try:
-            children = list(parent.iterdir()) if parent.is_dir() else []
-            found += [d for d in (condition_dirs(c, scale)[1] for c in children) if d.is_dir()]
-        except OSError:  # an unreadable folder has nothing to share
+            children = list(parent.iterdir())
+        except OSError:  # missing or unreadable: nothing to share
             continue
+        for child in children:
+            folder = condition_dirs(child, scale)[1]
+            try:
+                if folder.is_dir():
+                    found.append(folder)
+            except OSError:
+                continue
     return sorted(found)
 
 

@@ -137,14 +137,17 @@ def _read_stored(path: Path) -> dict[str, Any] | None:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # a damaged file is recomputed, never trusted
-    return stored if isinstance(stored, dict) else None
+    if not isinstance(stored, dict) or not isinstance(stored.get("fingerprint"), dict):
+        return None
+    result = stored.get("result")
+    return stored if isinstance(result, dict) and "seconds" in result else None
 
 
 def _read_cached(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
     stored = _read_stored(path)
     if stored is None or stored.get("fingerprint") != fingerprint:
         return None
-    return stored.get("result")
+    return stored["result"]
 
 
 def cached_result(condition: Condition, cache_dir: Path) -> dict[str, Any] | None:
@@ -177,10 +180,10 @@ class StoredResults:
         for folder in cache_dirs:
             for path in sorted(Path(folder).glob("*.json")):
                 stored = _read_stored(path)
-                if stored is None or not isinstance(stored.get("fingerprint"), dict):
+                if stored is None:
                     continue
                 # a copy stands in only where the original is gone
-                copied = bool((stored.get("result") or {}).get("reused_from"))
+                copied = bool(stored["result"].get("reused_from"))
                 (copies if copied else self._paths).setdefault(_key(stored["fingerprint"]), path)
         for key, path in copies.items():
             self._paths.setdefault(key, path)
@@ -189,8 +192,8 @@ class StoredResults:
         return key in self._paths
 
     def add(self, condition: Condition, path: Path) -> None:
-        """Record that ``condition``'s result is stored at ``path``."""
-        self._paths.setdefault(condition_key(condition), path)
+        """Record that ``condition``'s result (an original, not a copy) is stored at ``path``."""
+        self._paths[condition_key(condition)] = path
 
     def reuse(self, condition: Condition, cache_dir: Path) -> dict[str, Any] | None:
         """A stored result of ``condition``'s settings, or ``None`` when there is none.
@@ -213,8 +216,8 @@ class StoredResults:
             "values": dict(condition.values),
             "paper": condition.paper,
             "seconds": 0.0,
-            "reused_from": str(path),
-            "reused_seconds": float(source.get("reused_seconds") or source["seconds"]),
+            "reused_from": source.get("reused_from") or str(path),
+            "reused_seconds": float(source.get("reused_seconds") or work_seconds(source)),
         }
         _store(condition, cache_dir, result)
         return result
@@ -380,7 +383,10 @@ def run_experiment(
     results: list[dict[str, Any]] = []
     stored = stored if stored is not None else StoredResults()
     for condition in conditions:
-        result = cached_result(condition, cache_dir) or stored.reuse(condition, cache_dir)
+        result = cached_result(condition, cache_dir)
+        if result is not None and not result.get("reused_from"):
+            stored.add(condition, result_path(condition, cache_dir))
+        result = result or stored.reuse(condition, cache_dir)
         if result is None:
             result = compute_condition(condition, runs_dir, cache_dir, data_cache=data_cache,
                                        device=device, progress=progress)  # fmt: skip
@@ -391,7 +397,6 @@ def run_experiment(
                     else f"{result['seconds']:.1f} s")  # fmt: skip
             log(f"{experiment.name}: {condition.label} done ({done})")
     summary_start = time.perf_counter()
-    here = describe_machine(device)
     summary: Summary = experiment.summarize(scale, results)
     paper_rows = [to_jsonable(row) for row in PAPER_ROWS.get(experiment.name, ())]
     with staged_dir(folder) as stage:
@@ -413,14 +418,16 @@ def run_experiment(
             figures=figures,
             paper=paper_rows,
             seconds=time.perf_counter() - start,
-            compute_seconds=sum(work_seconds(r) for r in results)
+            compute_seconds=experiment_seconds(results)
             + time.perf_counter()
             - summary_start,
             versions=versions(),
             agreement=summary.agreement,
             settings=settings_lines(results),
             notes=list(experiment.notes_at(scale)),
-            machine=", ".join(dict.fromkeys(str(r.get("machine") or here) for r in results)),
+            machine=", ".join(
+                dict.fromkeys(str(r.get("machine") or "an unrecorded machine") for r in results)
+            ),
         )
         record = result_obj.to_dict()
         atomic_write_json(stage / RESULTS_FILE, record)
@@ -428,22 +435,38 @@ def run_experiment(
     return result_obj
 
 
-def work_seconds(result: dict[str, Any]) -> float:
+def work_seconds(result: dict[str, Any], *, training: bool = True) -> float:
     """The seconds a condition's numbers took to compute, whenever that was.
 
     A rerun that finds the training finished, or a tracked run that resumes from its
     ``track.json``, takes less time than the work did: then the recorded training time plus
-    each analysis' time counts. A copy of another experiment's condition counts 0.
+    each analysis' time counts. ``training=False``: the analyses alone (the run's training
+    is counted with another condition of the run). A copy of another experiment's condition
+    counts 0.
     """
     if result.get("reused_from"):
         return 0.0
-    recorded = float((result.get("training") or {}).get("seconds") or 0.0)
     if result.get("track"):
         analyses = [entry["analysis"] for entry in result["track"]["entries"]]
     else:
         analyses = list((result.get("analyses") or {}).values())
-    recorded += sum(float(a.get("seconds") or 0.0) for a in analyses)
-    return max(float(result["seconds"]), recorded)
+    analysed = sum(float(a.get("seconds") or 0.0) for a in analyses)
+    if not training:
+        return analysed or float(result["seconds"])
+    trained = float((result.get("training") or {}).get("seconds") or 0.0)
+    return max(float(result["seconds"]), trained + analysed)
+
+
+def experiment_seconds(results: list[dict[str, Any]]) -> float:
+    """:func:`work_seconds` of every condition, each training run counted once."""
+    runs: set[str] = set()
+    total = 0.0
+    for result in results:
+        run = result.get("run") if result.get("training") else None
+        total += work_seconds(result, training=run not in runs)
+        if run is not None:
+            runs.add(run)
+    return total
 
 
 def describe_machine(device: str | None) -> str:
