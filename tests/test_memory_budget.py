@@ -160,3 +160,34 @@ def test_the_guard_beyond_k_stops_at_a_dense_bulk_edge() -> None:
     for spec in (block, values_only):
         assert spec.all_converged
         np.testing.assert_allclose(spec.eigenvalues, head, rtol=1e-12, atol=0)
+
+
+def test_eigenvalues_only_needs_float64_products(capsys) -> None:
+    """float32 products put the mode's bounds at 1e-5 |lambda_1|, above most of a long top-k
+    (fcn:2x1000, K = 1000 under 4 GiB: 142 of 1000 converged after 58 minutes): a float32
+    request that only this mode could serve is one clear error before any product."""
+    from tests.test_eigenvalues_only import Diagonal, power_law
+
+    op = Diagonal(power_law(100_000, top=200), torch.float32)
+    with pytest.raises(UserInputError, match=r"leaves only the eigenvalues-only mode.*need "
+                       r"float64 products, not float32; use a float64 operator \(--dtype"):
+        top_eigenpairs(op, k=100, memory_budget=40 * 2**20)
+    assert op.num_matvecs == 0
+
+
+def test_spectrum_with_a_memory_budget_defaults_to_float64() -> None:
+    """spectrum's dtype: float32 on a CPU, but float64 when --memory is given (the budget may
+    leave the eigenvalues-only mode); an explicit --dtype wins."""
+    import argparse
+
+    from hessian_powerlaw.options import AnalysisOptions
+
+    def dtype(**flags: object) -> str:
+        args = argparse.Namespace(**{"dtype": None, "memory_budget": None, "device": None,
+                                     **flags})  # fmt: skip
+        return str(AnalysisOptions.from_args(args).dtype)
+
+    assert dtype() == "float32"
+    assert dtype(memory_budget="4GiB") == "float64"
+    assert dtype(memory_budget="4GiB", dtype="float32") == "float32"
+    assert dtype(device="cuda") == "float64"

@@ -261,7 +261,9 @@ class AnalysisOptions:
 
         The options a sub-command's parsed flags give: every flag whose ``dest`` is an
         option's name; options a command has no flag for keep their defaults. A ``dtype``
-        flag left at ``None`` (``spectrum``'s) is :func:`spectrum_dtype` of ``args.device``.
+        flag left at ``None`` (``spectrum``'s) is :func:`spectrum_dtype` of ``args.device``,
+        or float64 when a memory budget is given (it may leave the eigenvalues-only mode,
+        whose bounds need float64 products).
 
         Args:
             args: the parsed command line.
@@ -272,7 +274,10 @@ class AnalysisOptions:
         """
         given = {name: getattr(args, name) for name in cls.names() if hasattr(args, name)}
         if "dtype" in given and given["dtype"] is None:
-            given["dtype"] = spectrum_dtype(getattr(args, "device", None))
+            # a memory budget may leave the eigenvalues-only mode, which needs float64
+            device = getattr(args, "device", None)
+            budgeted = given.get("memory_budget") is not None
+            given["dtype"] = "float64" if budgeted else spectrum_dtype(device)
         return cls(**{**given, **changes})
 
     def replace(self, **changes: Any) -> AnalysisOptions:

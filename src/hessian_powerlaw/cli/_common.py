@@ -173,7 +173,8 @@ def add_analysis_arguments(
         help="precision of the Hessian-vector products"
         + (" (default: float32 on a CPU, where it is as accurate as the fit needs and 3x "
            "faster; float64 on a GPU, where float32 convolutions are only about 3e-4 "
-           "accurate)" if dtype_by_device else ""),
+           "accurate, and with --memory, whose budget may leave the eigenvalues-only mode, "
+           "which needs float64)" if dtype_by_device else ""),
     )  # fmt: skip
     parser.add_argument(
         "--memory",
@@ -182,7 +183,8 @@ def add_analysis_arguments(
         metavar="SIZE",
         help="memory the eigensolver's basis may take, e.g. 4GiB (default: half the free "
         "memory); when the basis and its products do not fit, the basis alone is kept and "
-        "k more products certify the result",
+        "k more products certify the result; when the basis alone does not fit either, "
+        "the eigenvalues-only mode (float64 products) keeps none",
     )
     parser.add_argument(
         "--device",

@@ -368,6 +368,17 @@ def _plan(
         from hessian_powerlaw.solvers import eigenvalues_only
 
         k, max_matvecs = values_only
+        if dtype != torch.float64:
+            # its bounds carry a product's rounding, 100 eps |lambda_1|: 1.2e-5 |lambda_1| in
+            # float32, above most of a top-1000 (fcn:2x1000 at K = 1000 under 4 GiB in float32
+            # ended with 142 of 1000 converged after 58 minutes; float64 certifies them)
+            raise UserInputError(
+                f"memory_budget of {memory.format_bytes(budget)} leaves only the eigenvalues-"
+                f"only mode (the basis of {m_max if basis_fixed else smallest} vectors needs "
+                f"{memory.format_bytes(least)}), and its error bounds need float64 products, "
+                f"not {str(dtype).removeprefix('torch.')}; use a float64 operator (--dtype "
+                "float64) or raise the budget (--memory)"
+            )
         try:
             peak = eigenvalues_only.memory_plan(
                 n, k, dtype, memory_budget=budget, max_matvecs=max_matvecs
